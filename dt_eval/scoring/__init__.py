@@ -1,0 +1,1 @@
+"""Official-faithful scoring: per-item match rules, breakdown tables, submission files."""

@@ -1,0 +1,390 @@
+"""Score records in a benchmark's official submission format, exactly like the official scripts.
+
+The same function scores `dt-eval score` files and `dt-eval run` outputs (a run builds the
+submission records and scores them here), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..extract import extract
+from ..records import Extraction
+from ..taskconfig import TaskConfig
+from .official import MmsuStatus, mcq_match, mmsu_correct, mmsu_read_letter
+from .tally import Tally
+
+SEPARATOR = "*" * 30
+
+
+class SubmissionError(ValueError):
+    """A prediction file or record the official script could not score meaningfully."""
+
+
+@dataclass
+class ItemResult:
+    id: str
+    correct: bool
+    extraction: Extraction | None = None
+
+
+@dataclass
+class ScoreReport:
+    task: str
+    scorer: str
+    prediction_key: str
+    extracted: bool
+    overall: Tally
+    items: list[ItemResult]
+    breakdowns: dict[str, dict[str, Tally]]
+    missing_ids: list[str] = field(default_factory=list)  # no prediction key: excluded
+    skipped_ids: list[str] = field(default_factory=list)  # MMSU wrong format: out of denominator
+    diagnostics: list[str] = field(default_factory=list)  # lines the official script prints inline
+    nested: dict[str, dict[str, Tally]] | None = None  # MMSU: category -> sub-category
+    official_raw: ScoreReport | None = None  # with extraction: the no-extraction official number
+    breakdown_titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.overall.accuracy
+
+    @property
+    def unparsed(self) -> int:
+        return sum(1 for r in self.items if r.extraction and r.extraction.unparsed)
+
+    @property
+    def truncated(self) -> int:
+        return sum(1 for r in self.items if r.extraction and r.extraction.truncated)
+
+    def official_lines(self) -> list[str]:
+        """What the official script prints for these records, line for line."""
+        if self.scorer == "mmsu_official":
+            return _mmsu_lines(self)
+        return _mcq_lines(self)
+
+    def dt_eval_lines(self) -> list[str]:
+        """Our additions, printed after the official block and marked as ours."""
+        lines = []
+        if self.missing_ids:
+            what = (
+                "were counted wrong, as the official script does"
+                if self.scorer == "mmsu_official"
+                else "were excluded (the official script skips them silently)"
+            )
+            lines.append(f"[dt-eval] {len(self.missing_ids)} record(s) lack '{self.prediction_key}' and {what}")
+        if self.skipped_ids:
+            lines.append(
+                f"[dt-eval] {len(self.skipped_ids)} response(s) had no readable letter and were left out of "
+                "the denominator, as the official script does"
+            )
+        if self.extracted:
+            lines.append(
+                f"[dt-eval] answers extracted before the official match: {self.unparsed} unparsed "
+                f"({self.truncated} truncated), scored wrong"
+            )
+            if self.official_raw is not None:
+                raw = self.official_raw
+                lines.append(
+                    f"[dt-eval] official number without extraction: {_pct(raw)} over {raw.overall.total} samples"
+                )
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "task": self.task,
+            "scorer": self.scorer,
+            "extracted": self.extracted,
+            "accuracy": self.accuracy,
+            "correct": self.overall.correct,
+            "total": self.overall.total,
+            "missing": len(self.missing_ids),
+            "missing_ids": self.missing_ids,
+            "items": [{"id": r.id, "correct": r.correct} for r in self.items],
+            "breakdowns": {
+                name: {k: t.to_dict() for k, t in table.items()} for name, table in self.breakdowns.items()
+            },
+        }
+        if self.scorer == "mmsu_official":
+            out["accuracy_fraction"] = self.overall.fraction
+            out["skipped"] = len(self.skipped_ids)
+            out["skipped_ids"] = self.skipped_ids
+            out["breakdowns_nested"] = {
+                cat: {sub: t.to_dict() for sub, t in subs.items()} for cat, subs in (self.nested or {}).items()
+            }
+        if self.extracted:
+            out["unparsed"] = self.unparsed
+            out["truncated"] = self.truncated
+            if self.official_raw is not None:
+                raw = self.official_raw
+                out["official_raw"] = {
+                    "accuracy": raw.accuracy,
+                    "correct": raw.overall.correct,
+                    "total": raw.overall.total,
+                }
+        return out
+
+
+def _pct(report: ScoreReport) -> str:
+    if report.scorer == "mmsu_official":
+        return f"{report.overall.fraction:.4f}"
+    return f"{report.accuracy:.2f}%"
+
+
+def _mcq_lines(rep: ScoreReport) -> list[str]:
+    lines = []
+    for name, table in rep.breakdowns.items():
+        lines += [SEPARATOR, f"{rep.breakdown_titles.get(name, name)}:"]
+        lines += [f"{key} : {t.accuracy:.2f}% over {t.total} samples" for key, t in table.items()]
+    lines += [
+        SEPARATOR,
+        f"Total Accuracy: {rep.overall.accuracy:.2f}% over {rep.overall.total} samples",
+        SEPARATOR,
+        # The official scripts print this counter but never increment it.
+        "No prediction count: 0",
+    ]
+    return lines
+
+
+def _mmsu_lines(rep: ScoreReport) -> list[str]:
+    lines = list(rep.diagnostics)
+    nested = rep.nested or {}
+    for cat, subs in nested.items():
+        lines += [f"Category: {cat}, Sub-category: {sub}, Accuracy: {t.fraction:.4f}" for sub, t in subs.items()]
+    for cat, t in rep.breakdowns.get("category", {}).items():
+        lines.append(f"Category: {cat}, Average Accuracy: {t.fraction:.4f}")
+    lines += [f"Overall Accuracy: {rep.overall.fraction:.4f}", f"Total count: {rep.overall.total}"]
+    return lines
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_prediction_file(path: str | Path) -> list[dict[str, Any]]:
+    """A JSON array or JSONL file of records. Errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SubmissionError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise SubmissionError(f"{path}: not UTF-8 text ({e})") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise SubmissionError(f"{path}: the file is empty")
+    if stripped[0] == "[":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SubmissionError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise SubmissionError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+    if not isinstance(records, list):
+        raise SubmissionError(f"{path}: expected a JSON array of records or JSONL, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise SubmissionError(f"{path}: record #{i} is a {type(r).__name__}, not an object")
+    return records
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _rid(rec: dict[str, Any], i: int) -> str:
+    rid = rec.get("id")
+    return str(rid) if rid is not None else f"#{i}"
+
+
+def _where(rec: dict[str, Any], i: int) -> str:
+    return f"record #{i} (id {_rid(rec, i)})"
+
+
+class _Errors:
+    """Collects malformed records so one run reports them all, not just the first."""
+
+    def __init__(self) -> None:
+        self.msgs: list[str] = []
+
+    def add(self, msg: str) -> None:
+        self.msgs.append(msg)
+
+    def raise_if_any(self, task: str) -> None:
+        if self.msgs:
+            shown = "\n  ".join(self.msgs[:20])
+            more = f"\n  ... and {len(self.msgs) - 20} more" if len(self.msgs) > 20 else ""
+            raise SubmissionError(f"{task}: {len(self.msgs)} malformed record(s):\n  {shown}{more}")
+
+
+def score_records(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool = False) -> ScoreReport:
+    """Score submission records (metadata + prediction key) the way the official script does."""
+    if not cfg.answers_available:
+        raise SubmissionError(
+            f"{cfg.name}: answers are hidden for this split; submit the exported file to the official server"
+        )
+    if cfg.scorer == "mmsu_official":
+        report = _score_mmsu(cfg, records, extract_answers)
+    else:
+        report = _score_mcq(cfg, records, extract_answers)
+    if extract_answers:
+        report.official_raw = score_records(cfg, records, extract_answers=False)
+    return report
+
+
+def _check_prediction(rec: dict[str, Any], i: int, key: str, errors: _Errors) -> bool:
+    value = rec[key]
+    if value is None:
+        errors.add(f"{_where(rec, i)}: '{key}' is null (write \"\" for an empty prediction)")
+        return False
+    if not isinstance(value, str):
+        errors.add(f"{_where(rec, i)}: '{key}' must be a string, got {type(value).__name__}")
+        return False
+    return True
+
+
+def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool) -> ScoreReport:
+    key = cfg.prediction_key
+    errors = _Errors()
+    breakdowns: dict[str, dict[str, Tally]] = {
+        b.field: {k: Tally() for k in (b.keys or [])} for b in cfg.breakdowns
+    }
+    overall = Tally()
+    items: list[ItemResult] = []
+    missing: list[str] = []
+    answer_f, choices_f = cfg.fields.answer or "answer", cfg.fields.choices or "choices"
+    for i, rec in enumerate(records):
+        if key not in rec:
+            missing.append(_rid(rec, i))
+            continue
+        ok = _check_prediction(rec, i, key, errors)
+        answer, choices = rec.get(answer_f), rec.get(choices_f)
+        if not isinstance(answer, str):
+            errors.add(f"{_where(rec, i)}: '{answer_f}' must be a string, got {answer!r}")
+            ok = False
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            errors.add(f"{_where(rec, i)}: '{choices_f}' must be a list of strings, got {choices!r}")
+            ok = False
+        groups: dict[str, str | None] = {}
+        for b in cfg.breakdowns:
+            value = rec.get(b.field)
+            if b.keys is not None:
+                if value not in b.keys:
+                    shown = "missing" if b.field not in rec else repr(value)
+                    errors.add(
+                        f"{_where(rec, i)}: '{b.field}' is {shown}; the official script knows only {b.keys}"
+                    )
+                    ok = False
+            elif value is not None and not isinstance(value, str):
+                errors.add(f"{_where(rec, i)}: '{b.field}' must be a string or absent, got {value!r}")
+                ok = False
+            groups[b.field] = value
+        if not ok:
+            continue
+        ext = None
+        prediction = rec[key]
+        if extract_answers:
+            ext = extract(prediction, choices)
+            prediction = ext.answer_text or ""
+        correct = mcq_match(answer, prediction, choices)
+        overall.add(correct)
+        for b in cfg.breakdowns:
+            value = groups[b.field]
+            if value is None:  # the official script skips an absent sub-category
+                continue
+            breakdowns[b.field].setdefault(value, Tally()).add(correct)
+        items.append(ItemResult(_rid(rec, i), correct, ext))
+    errors.raise_if_any(cfg.name)
+    if overall.total == 0:
+        raise SubmissionError(
+            f"{cfg.name}: no record carries '{key}' ({len(records)} records read); nothing to score"
+        )
+    return ScoreReport(
+        task=cfg.name,
+        scorer=cfg.scorer,
+        prediction_key=key,
+        extracted=extract_answers,
+        overall=overall,
+        items=items,
+        breakdowns=breakdowns,
+        missing_ids=missing,
+        breakdown_titles={b.field: b.title for b in cfg.breakdowns},
+    )
+
+
+def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool) -> ScoreReport:
+    key = cfg.prediction_key
+    cols = cfg.fields.choice_columns or ["choice_a", "choice_b", "choice_c", "choice_d"]
+    answer_f = cfg.fields.answer or "answer_gt"
+    errors = _Errors()
+    overall = Tally()
+    nested: dict[str, dict[str, Tally]] = {}
+    per_cat: dict[str, Tally] = {}
+    items: list[ItemResult] = []
+    missing: list[str] = []
+    skipped: list[str] = []
+    diagnostics: list[str] = []
+    for i, rec in enumerate(records):
+        if key not in rec:
+            # The official script reads a missing response as '' and counts it wrong; we keep that
+            # (it is in the denominator) but also report the record as missing.
+            missing.append(_rid(rec, i))
+            response = ""
+        elif not _check_prediction(rec, i, key, errors):
+            continue
+        else:
+            response = rec[key]
+        cat, sub = rec.get("category", ""), rec.get("sub-category", "")
+        bad = [f for f, v in (("category", cat), ("sub-category", sub)) if not isinstance(v, str)]
+        if bad:
+            errors.add(f"{_where(rec, i)}: {', '.join(bad)} must be a string")
+            continue
+        choices = {letter: rec.get(c, "") for letter, c in zip("ABCD", cols)}
+        ext = None
+        if extract_answers:
+            ext = extract(response, [choices[k] for k in "ABCD"], labels="ABCD")
+            if ext.matched_choice is None:
+                ext.unparsed = True  # MMSU needs an option; free text cannot be scored
+            response = "ABCD"[ext.matched_choice] if ext.matched_choice is not None else ""
+        status, letter = mmsu_read_letter(response)
+        if status is MmsuStatus.SKIPPED:
+            diagnostics.append(f"Wrong format response: {response.strip().replace(chr(10), '')}")
+            skipped.append(_rid(rec, i))
+            continue
+        correct = mmsu_correct(letter, choices, rec.get(answer_f, ""))
+        overall.add(correct)
+        nested.setdefault(cat, {}).setdefault(sub, Tally()).add(correct)
+        per_cat.setdefault(cat, Tally()).add(correct)
+        items.append(ItemResult(_rid(rec, i), correct, ext))
+    errors.raise_if_any(cfg.name)
+    return ScoreReport(
+        task=cfg.name,
+        scorer=cfg.scorer,
+        prediction_key=key,
+        extracted=extract_answers,
+        overall=overall,
+        items=items,
+        breakdowns={"category": per_cat},
+        nested=nested,
+        missing_ids=missing,
+        skipped_ids=skipped,
+        diagnostics=diagnostics,
+        breakdown_titles={"category": "Category"},
+    )
