@@ -129,6 +129,148 @@ def score_cmd(
         output.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _split_csv(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in v.split(",") if x.strip()]
+    return out
+
+
+def _data_dirs(values: list[str] | None) -> dict[str, str]:
+    """`--data-dir DIR` (all tasks) or `--data-dir mmau=DIR` (one task), repeatable."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        task, sep, path = v.partition("=")
+        if sep and not Path(v).exists():
+            out[task] = path
+        else:
+            out["*"] = v
+    return out
+
+
+@app.command("run")
+def run_cmd(
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks, e.g. mmau,mmar,mmsu.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local path (for openai: the served model name).")],
+    backend: Annotated[str, typer.Option("--backend", "-b", help="hf (transformers), openai (any OpenAI-compatible server, e.g. vllm serve), vllm (in-process engine).")] = "openai",
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint(s), repeat or comma-separate to share the load across servers.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default runs/<model>). Rerun the same command to resume.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", "-k", help="Samples per item (with sampling): mean ± std, pass@K, majority vote.")] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight (openai backend).")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size (hf, vllm backends).")] = 8,
+    gen_kwargs: Annotated[Optional[str], typer.Option("--gen-kwargs", help="Sampling overrides: temperature=0.6,top_p=0.95,max_tokens=8192 (or JSON). Unknown keys pass through to the server.")] = None,
+    thinking: Annotated[str, typer.Option("--thinking", help="on: let the model reason first (native switch or prompt instruction); off: answer directly.")] = "on",
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model family preset (see serve/presets); detected from the model name when omitted.")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option("--system-prompt", help="Override the system prompt.")] = None,
+    data_dir: Annotated[Optional[list[str]], typer.Option("--data-dir", help="Benchmark directory (metadata + audio) for all tasks, or TASK=DIR; default: the task's env var, else the HF hub.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Base seed; repeat r uses seed + r.")] = 0,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Redo samples that failed (missing audio, server errors) on resume.")] = False,
+    audio_window: Annotated[Optional[float], typer.Option("--audio-window", help="Trim clips to this many seconds (default: the model family's window; 0 = never trim).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds (openai).")] = 600.0,
+    max_retries: Annotated[int, typer.Option("--max-retries", help="Retries per request on timeouts / 5xx / malformed replies (openai).")] = 4,
+    device: Annotated[Optional[str], typer.Option("--device", help="hf backend: cpu, cuda, cuda:1 ...")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf/vllm: float32, bfloat16, float16, auto.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
+) -> None:
+    """Run a model over tasks with thinking-aware prompting; resumable; scores as it goes."""
+    import asyncio
+
+    from .backends import BACKENDS, make_backend
+    from .data import DataError
+    from .genkwargs import apply_gen_kwargs, parse_gen_kwargs
+    from .report import print_results
+    from .runner import RunError, Runner
+    from .settings import options_from_preset
+    from .taskconfig import UnknownTaskError, load_task
+
+    task_list = _split_csv([tasks])
+    if backend not in BACKENDS:
+        fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if thinking not in ("on", "off"):
+        fail("--thinking must be on or off")
+    if repeats < 1 or concurrency < 1 or batch_size < 1:
+        fail("--repeats, --concurrency and --batch-size must be >= 1")
+    try:
+        for t in task_list:
+            load_task(t)
+        opts = options_from_preset(
+            tasks=task_list, model=model, backend=backend, preset=preset, thinking=thinking,
+            system_prompt=system_prompt, audio_window=audio_window,
+        )
+        opts.sampling = apply_gen_kwargs(opts.sampling, parse_gen_kwargs(gen_kwargs))
+    except (UnknownTaskError, ValueError) as e:
+        fail(str(e))
+        return
+    opts.output = output or Path("runs") / Path(model.rstrip("/")).name
+    opts.base_urls = _split_csv(base_url)
+    opts.limit, opts.repeats, opts.concurrency, opts.batch_size = limit, repeats, concurrency, batch_size
+    opts.data_dirs, opts.seed, opts.retry_errors = _data_dirs(data_dir), seed, retry_errors
+    opts.timeout_s, opts.max_retries, opts.device, opts.dtype = timeout, max_retries, device, dtype
+    opts.progress = not no_progress
+    if repeats > 1 and opts.sampling.temperature == 0:
+        typer.echo("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...",
+                   err=True)
+    try:
+        be = make_backend(backend, model, base_urls=opts.base_urls, concurrency=concurrency, batch_size=batch_size,
+                          timeout_s=timeout, max_retries=max_retries, device=device, dtype=dtype)
+    except (ValueError, OSError, ImportError) as e:
+        fail(f"cannot start the {backend} backend: {e}")
+        return
+    try:
+        results = asyncio.run(Runner(opts, be).run())
+    except (RunError, DataError) as e:
+        fail(str(e))
+        return
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; finished samples are saved in {opts.output}. Rerun the same command to resume.",
+                   err=True)
+        raise typer.Exit(130)
+    print_results(results, run_dir=opts.output)
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories; several are compared side by side.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the recomputed results as JSON.")] = False,
+) -> None:
+    """Print a run's tables again (recomputed from samples.jsonl), or compare runs."""
+    from .report import ReportError, compare_runs, load_run_results, print_results
+
+    try:
+        loaded = [load_run_results(d) for d in run_dirs]
+    except ReportError as e:
+        fail(str(e))
+        return
+    if as_json:
+        typer.echo(json.dumps(loaded if len(loaded) > 1 else loaded[0], indent=2, ensure_ascii=False))
+        return
+    if len(loaded) == 1:
+        print_results(loaded[0], run_dir=run_dirs[0])
+    else:
+        typer.echo(compare_runs(loaded, [str(d) for d in run_dirs]))
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `dt-eval run`.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Which task of the run to export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (the official submission format).")],
+    fmt: Annotated[str, typer.Option("--format", help="official (the benchmark's scorer input) or rubrics (MMAR-Rubrics: id, thinking_prediction, answer_prediction).")] = "official",
+    answers: Annotated[str, typer.Option("--answers", help="extracted: the extracted final answer (scores dt-eval's headline number); raw: the model's post-reasoning output (scores the official raw number).")] = "extracted",
+    repeat: Annotated[int, typer.Option("--repeat", help="Which repeat to export.")] = 0,
+) -> None:
+    """Write an official submission file from a run's per-sample records."""
+    from .export import ExportError, export_run
+
+    try:
+        n = export_run(run_dir, task, out, fmt=fmt, answers=answers, repeat=repeat)
+    except ExportError as e:
+        fail(str(e))
+        return
+    typer.echo(f"wrote {n} records to {out}")
+
+
 def main() -> None:
     try:
         app()

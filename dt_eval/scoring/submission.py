@@ -43,6 +43,7 @@ class ScoreReport:
     items: list[ItemResult]
     breakdowns: dict[str, dict[str, Tally]]
     missing_ids: list[str] = field(default_factory=list)  # no prediction key: excluded
+    invalid: list[str] = field(default_factory=list)  # malformed records left out (invalid="exclude")
     skipped_ids: list[str] = field(default_factory=list)  # MMSU wrong format: out of denominator
     diagnostics: list[str] = field(default_factory=list)  # lines the official script prints inline
     nested: dict[str, dict[str, Tally]] | None = None  # MMSU: category -> sub-category
@@ -234,18 +235,25 @@ class _Errors:
             raise SubmissionError(f"{task}: {len(self.msgs)} malformed record(s):\n  {shown}{more}")
 
 
-def score_records(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool = False) -> ScoreReport:
-    """Score submission records (metadata + prediction key) the way the official script does."""
+def score_records(
+    cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool = False, invalid: str = "raise"
+) -> ScoreReport:
+    """Score submission records (metadata + prediction key) the way the official script does.
+
+    invalid="raise": malformed records (null prediction, unknown task value, ...) raise one error
+    naming them all. invalid="exclude": they are left out and listed in `report.invalid`
+    (runs use this so one bad metadata record cannot sink a whole task's results).
+    """
     if not cfg.answers_available:
         raise SubmissionError(
             f"{cfg.name}: answers are hidden for this split; submit the exported file to the official server"
         )
     if cfg.scorer == "mmsu_official":
-        report = _score_mmsu(cfg, records, extract_answers)
+        report = _score_mmsu(cfg, records, extract_answers, invalid)
     else:
-        report = _score_mcq(cfg, records, extract_answers)
+        report = _score_mcq(cfg, records, extract_answers, invalid)
     if extract_answers:
-        report.official_raw = score_records(cfg, records, extract_answers=False)
+        report.official_raw = score_records(cfg, records, extract_answers=False, invalid=invalid)
     return report
 
 
@@ -260,7 +268,24 @@ def _check_prediction(rec: dict[str, Any], i: int, key: str, errors: _Errors) ->
     return True
 
 
-def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool) -> ScoreReport:
+def task_extract(cfg: TaskConfig, text: str | None, choices: Sequence[str], reasoning: str | None = None) -> Extraction:
+    """Answer extraction with the task's option labels. MMSU needs an option: free text that
+    names none is unparsed (its scorer only reads letters)."""
+    ext = extract(text, choices, reasoning=reasoning, labels=cfg.prompt.labels)
+    if cfg.scorer == "mmsu_official" and ext.matched_choice is None:
+        ext.unparsed = True
+    return ext
+
+
+def extracted_prediction(cfg: TaskConfig, ext: Extraction) -> str:
+    """What an extracted answer looks like in the official submission's prediction field."""
+    if cfg.scorer == "mmsu_official":
+        idx = ext.matched_choice
+        return cfg.prompt.labels[idx] if idx is not None and ext.answer_text is not None else ""
+    return ext.answer_text or ""
+
+
+def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool, invalid: str) -> ScoreReport:
     key = cfg.prediction_key
     errors = _Errors()
     breakdowns: dict[str, dict[str, Tally]] = {
@@ -301,8 +326,8 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
         ext = None
         prediction = rec[key]
         if extract_answers:
-            ext = extract(prediction, choices)
-            prediction = ext.answer_text or ""
+            ext = task_extract(cfg, prediction, choices)
+            prediction = extracted_prediction(cfg, ext)
         correct = mcq_match(answer, prediction, choices)
         overall.add(correct)
         for b in cfg.breakdowns:
@@ -311,8 +336,9 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
                 continue
             breakdowns[b.field].setdefault(value, Tally()).add(correct)
         items.append(ItemResult(_rid(rec, i), correct, ext))
-    errors.raise_if_any(cfg.name)
-    if overall.total == 0:
+    if invalid == "raise":
+        errors.raise_if_any(cfg.name)
+    if overall.total == 0 and invalid == "raise":
         raise SubmissionError(
             f"{cfg.name}: no record carries '{key}' ({len(records)} records read); nothing to score"
         )
@@ -325,11 +351,12 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
         items=items,
         breakdowns=breakdowns,
         missing_ids=missing,
+        invalid=errors.msgs,
         breakdown_titles={b.field: b.title for b in cfg.breakdowns},
     )
 
 
-def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool) -> ScoreReport:
+def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool, invalid: str) -> ScoreReport:
     key = cfg.prediction_key
     cols = cfg.fields.choice_columns or ["choice_a", "choice_b", "choice_c", "choice_d"]
     answer_f = cfg.fields.answer or "answer_gt"
@@ -359,10 +386,8 @@ def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answ
         choices = {letter: rec.get(c, "") for letter, c in zip("ABCD", cols)}
         ext = None
         if extract_answers:
-            ext = extract(response, [choices[k] for k in "ABCD"], labels="ABCD")
-            if ext.matched_choice is None:
-                ext.unparsed = True  # MMSU needs an option; free text cannot be scored
-            response = "ABCD"[ext.matched_choice] if ext.matched_choice is not None else ""
+            ext = task_extract(cfg, response, [choices[k] for k in "ABCD"])
+            response = extracted_prediction(cfg, ext)
         status, letter = mmsu_read_letter(response)
         if status is MmsuStatus.SKIPPED:
             diagnostics.append(f"Wrong format response: {response.strip().replace(chr(10), '')}")
@@ -373,7 +398,8 @@ def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answ
         nested.setdefault(cat, {}).setdefault(sub, Tally()).add(correct)
         per_cat.setdefault(cat, Tally()).add(correct)
         items.append(ItemResult(_rid(rec, i), correct, ext))
-    errors.raise_if_any(cfg.name)
+    if invalid == "raise":
+        errors.raise_if_any(cfg.name)
     return ScoreReport(
         task=cfg.name,
         scorer=cfg.scorer,
@@ -385,6 +411,7 @@ def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answ
         nested=nested,
         missing_ids=missing,
         skipped_ids=skipped,
+        invalid=errors.msgs,
         diagnostics=diagnostics,
         breakdown_titles={"category": "Category"},
     )

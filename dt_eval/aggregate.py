@@ -1,0 +1,159 @@
+"""From per-sample records to per-task results: the official breakdown on extracted answers,
+the official number without extraction beside it, and statistics over repeats.
+
+Everything here is recomputed from samples.jsonl alone, so reports and leaderboards can verify
+a run without its data or model.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .records import Extraction
+from .scoring.submission import ScoreReport, extracted_prediction, score_records
+from .taskconfig import TaskConfig
+
+
+def submission_records(cfg: TaskConfig, samples: Sequence[dict[str, Any]], answers: str = "raw") -> list[dict[str, Any]]:
+    """Official submission records (metadata + prediction key) in benchmark order.
+
+    answers="raw": the model's post-reasoning output, as a submission without extraction holds it.
+    answers="extracted": the extracted final answer (what dt-eval's headline number scores).
+    """
+    out = []
+    for s in sorted(samples, key=lambda s: s["index"]):
+        rec = dict(s["meta"])
+        if answers == "extracted":
+            rec[cfg.prediction_key] = extracted_prediction(cfg, Extraction(**(s.get("extracted") or _UNPARSED)))
+        else:
+            rec[cfg.prediction_key] = s.get("prediction") or ""
+        out.append(rec)
+    return out
+
+
+_UNPARSED = {"reasoning": None, "answer_text": None, "unparsed": True}
+
+
+def score_one(cfg: TaskConfig, meta: dict[str, Any], prediction: str) -> bool | None:
+    """One submission record through the same official scorer the aggregate uses.
+    None when the scorer leaves it out (MMSU wrong-format responses)."""
+    rep = score_records(cfg, [{**meta, cfg.prediction_key: prediction}], invalid="exclude")
+    return rep.items[0].correct if rep.items else None
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return 0.0, 0.0
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_items: int | None = None) -> dict[str, Any]:
+    samples = list(samples)
+    by_repeat: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        by_repeat[s["repeat"]].append(s)
+    repeats = []
+    reports: dict[int, ScoreReport] = {}
+    for r in sorted(by_repeat):
+        group = by_repeat[r]
+        if not cfg.answers_available:
+            repeats.append(_counts(group) | {"repeat": r})
+            continue
+        report = score_records(cfg, submission_records(cfg, group, "extracted"), invalid="exclude")
+        raw = score_records(cfg, submission_records(cfg, group, "raw"), invalid="exclude")
+        reports[r] = report
+        repeats.append(
+            {
+                "repeat": r,
+                "accuracy": report.accuracy,
+                "correct": report.overall.correct,
+                "total": report.overall.total,
+                "accuracy_official_raw": raw.accuracy,
+                "correct_official_raw": raw.overall.correct,
+                "breakdowns": report.to_json()["breakdowns"],
+                "official_lines": report.official_lines(),
+                "invalid_records": report.invalid,
+            }
+            | _counts(group)
+        )
+    out: dict[str, Any] = {
+        "task": cfg.name,
+        "task_version": cfg.version,
+        "scorer": cfg.scorer,
+        "answers_available": cfg.answers_available,
+        "samples": len(samples),
+        "items": len({s["id"] for s in samples}),
+        "expected_items": expected_items,
+        "repeats": repeats,
+    }
+    if cfg.answers_available and repeats:
+        accs = [r["accuracy"] for r in repeats]
+        raws = [r["accuracy_official_raw"] for r in repeats]
+        out["accuracy_mean"], out["accuracy_std"] = _mean_std(accs)
+        out["accuracy_official_raw_mean"], out["accuracy_official_raw_std"] = _mean_std(raws)
+        if len(repeats) > 1:
+            out |= _pass_and_vote(cfg, by_repeat)
+    out["complete"] = expected_items is None or all(
+        len(by_repeat[r]) >= expected_items for r in by_repeat
+    )
+    return out
+
+
+def _counts(group: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = sum(1 for s in group if s.get("error"))
+    ext = [s.get("extracted") or {} for s in group]
+    reasoning_chars = [len(s.get("reasoning_text") or "") for s in group if not s.get("error")]
+    tokens = [s["completion_tokens"] for s in group if s.get("completion_tokens") is not None]
+    return {
+        "errors": errors,
+        "unparsed": sum(1 for s, e in zip(group, ext) if not s.get("error") and e.get("unparsed")),
+        "truncated": sum(1 for e in ext if e.get("truncated")),
+        "cut_by_length": sum(1 for s in group if s.get("finish_reason") == "length"),
+        "warnings": sum(1 for s in group if s.get("warnings")),
+        "mean_reasoning_chars": statistics.fmean(reasoning_chars) if reasoning_chars else 0.0,
+        "mean_completion_tokens": statistics.fmean(tokens) if tokens else None,
+    }
+
+
+def _answer_key(s: dict[str, Any]) -> str | None:
+    ext = s.get("extracted") or {}
+    if s.get("error") or ext.get("unparsed"):
+        return None
+    if ext.get("matched_choice") is not None:
+        return f"#{ext['matched_choice']}"
+    return " ".join((ext.get("answer_text") or "").casefold().split()) or None
+
+
+def _pass_and_vote(cfg: TaskConfig, by_repeat: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    per_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(by_repeat):
+        for s in by_repeat[r]:
+            per_item[s["id"]].append(s)
+    k = len(by_repeat)
+    passed = voted = 0
+    for runs in per_item.values():
+        passed += any(s.get("correct") for s in runs)
+        keys = [_answer_key(s) for s in runs]
+        counts = Counter(x for x in keys if x is not None)
+        if not counts:
+            continue  # every repeat unparsed or failed: no vote, wrong
+        best = max(counts.values())
+        # ties go to the answer given first, so the vote is deterministic
+        winner = next(x for x in keys if x is not None and counts[x] == best)
+        voted += bool(next(s for s, x in zip(runs, keys) if x == winner).get("correct"))
+    n = len(per_item)
+    return {
+        f"pass_at_{k}": passed / n * 100 if n else 0.0,
+        "majority_vote_accuracy": voted / n * 100 if n else 0.0,
+        "k": k,
+    }
+
+
+def fmt_mean_std(mean: float, std: float, k: int) -> str:
+    return f"{mean:.2f}" if k <= 1 or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"

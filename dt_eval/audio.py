@@ -1,0 +1,96 @@
+"""Audio loading: any soundfile-readable format, mono downmix, proper resampling (soxr).
+
+Errors are per item (AudioError) so one bad clip never stops a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends.base import AudioInput
+from .records import AudioRef
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used: missing, empty, corrupt or unreadable."""
+
+
+@dataclass
+class LoadedAudio:
+    audio: AudioInput
+    source_rate: int
+    source_channels: int
+    source_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read(ref: AudioRef) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    if ref.array is not None:
+        if not ref.sampling_rate:
+            raise AudioError("decoded audio array without a sampling rate")
+        return np.asarray(ref.array, dtype=np.float32), int(ref.sampling_rate)
+    try:
+        if ref.data is not None:
+            data, sr = sf.read(io.BytesIO(ref.data), dtype="float32", always_2d=True)
+        elif ref.path:
+            data, sr = sf.read(ref.path, dtype="float32", always_2d=True)
+        else:
+            raise AudioError("the item has no audio")
+    except FileNotFoundError:
+        raise AudioError(f"audio file not found: {ref.path}") from None
+    except sf.LibsndfileError as e:
+        where = ref.path or "embedded audio"
+        raise AudioError(f"cannot decode {where}: {e}") from None
+    except RuntimeError as e:  # older soundfile raises RuntimeError
+        raise AudioError(f"cannot decode {ref.describe()}: {e}") from None
+    return data, int(sr)
+
+
+def load_audio(ref: AudioRef | None, target_rate: int = 16000, window_s: float | None = None) -> LoadedAudio:
+    """Decode, downmix to mono, resample to `target_rate`, and trim to the model's window.
+
+    Trimming is explicit and recorded: models such as Qwen2-Audio silently drop everything past
+    30 s, so we cut there ourselves and say so in the sample's warnings.
+    """
+    if ref is None:
+        raise AudioError("the item has no audio reference")
+    data, sr = _read(ref)
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    mono = data if data.ndim == 1 else data.mean(axis=1)
+    if mono.size == 0:
+        raise AudioError(f"audio is empty (0 samples): {ref.describe()}")
+    if not np.all(np.isfinite(mono)):
+        raise AudioError(f"audio contains NaN or infinite samples: {ref.describe()}")
+    seconds = mono.size / sr
+    warnings = []
+    if sr != target_rate:
+        import soxr
+
+        mono = soxr.resample(mono, sr, target_rate, quality="HQ")
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if window_s and seconds > window_s:
+        mono = mono[: int(window_s * target_rate)]
+        warnings.append(
+            f"clip is {seconds:.1f} s, longer than the model's {window_s:g} s audio window: "
+            f"only the first {window_s:g} s were used"
+        )
+    return LoadedAudio(AudioInput(mono, target_rate), sr, channels, seconds, warnings)
+
+
+def to_wav_bytes(audio: AudioInput) -> bytes:
+    """16-bit PCM WAV: what OpenAI-compatible servers accept as `input_audio`."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio.array, audio.sampling_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def to_base64_wav(audio: AudioInput) -> str:
+    return base64.b64encode(to_wav_bytes(audio)).decode("ascii")

@@ -1,0 +1,129 @@
+"""transformers backend: batched generate on CPU or GPU; loads local paths and hub ids.
+
+The model class comes from the checkpoint's own config (`architectures`), so any HF audio-LM
+whose processor takes `audio=` works, not only Qwen2-Audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from .base import Generation, GenerationRequest
+
+
+def _to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        if isinstance(m["content"], str):
+            out.append(m)
+            continue
+        parts = []
+        for p in m["content"]:
+            # Qwen-style templates key on type == "audio" (and older ones on "audio_url").
+            parts.append({"type": "audio", "audio_url": "audio"} if p["type"] == "audio" else p)
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model: str, batch_size: int = 8, device: str | None = None, dtype: str | None = None,
+                 trust_remote_code: bool = False):
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoProcessor
+
+        self.model_id = model
+        self.preferred_batch = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype in (None, "auto"):
+            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        self.dtype = str(torch_dtype).replace("torch.", "")
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+        arch = (getattr(config, "architectures", None) or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        if cls is None:
+            raise ValueError(f"{model}: cannot find a transformers class for architectures={arch!r}")
+        self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"  # batched decoding needs left padding
+        self.model = cls.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        self.model.to(self.device).eval()
+        self._lock = asyncio.Lock()  # one batch at a time on the device
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model_id, "device": self.device, "dtype": self.dtype,
+                "batch_size": self.preferred_batch}
+
+    async def aclose(self) -> None:
+        pass
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[Generation]:
+        for start in range(0, len(requests), self.preferred_batch):
+            batch = list(requests[start:start + self.preferred_batch])
+            async with self._lock:
+                try:
+                    results = await asyncio.to_thread(self._generate_batch, batch)
+                except Exception as e:  # e.g. out of memory: fail the batch, keep the run going
+                    results = [Generation(key=r.key, error=f"hf generate failed: {type(e).__name__}: {e}")
+                               for r in batch]
+            for g in results:
+                yield g
+
+    def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
+        import torch
+
+        t0 = time.monotonic()
+        texts, audios = [], []
+        for r in batch:
+            texts.append(self.processor.apply_chat_template(
+                _to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs))
+            audios.extend(a.array for a in r.audio)
+        rate = batch[0].audio[0].sampling_rate if batch[0].audio else 16000
+        inputs = self.processor(text=texts, audio=audios or None, sampling_rate=rate, return_tensors="pt",
+                                padding=True)
+        inputs = inputs.to(self.device)
+        s = batch[0].sampling
+        gen_kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "do_sample": s.temperature > 0}
+        if s.temperature > 0:
+            gen_kwargs |= {"temperature": s.temperature, "top_p": s.top_p}
+            if s.top_k:
+                gen_kwargs["top_k"] = s.top_k
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
+        if s.repetition_penalty:
+            gen_kwargs["repetition_penalty"] = s.repetition_penalty
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **gen_kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        pad = self.tokenizer.pad_token_id
+        elapsed = time.monotonic() - t0
+        results = []
+        for i, r in enumerate(batch):
+            new = out[i, prompt_len:].tolist()
+            n = len(new)
+            for j, tok in enumerate(new):
+                if tok in eos_ids:
+                    n = j + 1
+                    break
+            stopped = n < len(new) or (n and new[n - 1] in eos_ids)
+            text = self.tokenizer.decode(new[:n], skip_special_tokens=True)
+            mask = inputs["attention_mask"][i] if "attention_mask" in inputs else None
+            results.append(Generation(
+                key=r.key,
+                text=text,
+                finish_reason="stop" if stopped else ("length" if n >= s.max_tokens else "stop"),
+                prompt_tokens=int(mask.sum()) if mask is not None else prompt_len,
+                completion_tokens=len([t for t in new[:n] if t != pad or t in eos_ids]),
+                latency_s=elapsed,
+                backend_info={"batch": len(batch)},
+            ))
+        return results

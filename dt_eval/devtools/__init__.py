@@ -1,0 +1,1 @@
+"""Developer tools: offline test fixtures (tiny models, synthetic audio, fake benchmarks)."""

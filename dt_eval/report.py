@@ -1,0 +1,103 @@
+"""Tables for `dt-eval run` and `dt-eval report`: the official breakdown per task, then a
+summary with dt-eval's additions (unparsed, truncated, errors, reasoning length, repeats)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .aggregate import fmt_mean_std
+from .rundir import read_samples, latest_by_key
+
+
+class ReportError(ValueError):
+    pass
+
+
+def load_run_results(run_dir: str | Path) -> dict[str, Any]:
+    """Recompute a run's results from its samples (results.json is a cache, not the source)."""
+    from .runner import compute_results
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise ReportError(f"{run_dir}: not a dt-eval run directory (no config.json)")
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    records, _ = read_samples(run_dir)
+    if not records:
+        raise ReportError(f"{run_dir}: no samples yet")
+    results = compute_results(config, latest_by_key(records).values())
+    results["run_dir"] = str(run_dir)
+    return results
+
+
+def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, t in results["tasks"].items():
+        k = len(t["repeats"])
+        row: dict[str, Any] = {"task": name, "samples": t["samples"]}
+        if t.get("answers_available"):
+            row["accuracy"] = fmt_mean_std(t["accuracy_mean"], t["accuracy_std"], k)
+            row["official raw"] = fmt_mean_std(t["accuracy_official_raw_mean"], t["accuracy_official_raw_std"], k)
+        else:
+            row["accuracy"] = "hidden (export)"
+        last = t["repeats"][-1] if t["repeats"] else {}
+        total_unparsed = sum(r.get("unparsed", 0) for r in t["repeats"])
+        row |= {
+            "unparsed": total_unparsed,
+            "truncated": sum(r.get("truncated", 0) for r in t["repeats"]),
+            "cut (length)": sum(r.get("cut_by_length", 0) for r in t["repeats"]),
+            "errors": sum(r.get("errors", 0) for r in t["repeats"]),
+            "reasoning chars": round(last.get("mean_reasoning_chars", 0.0)),
+        }
+        if k > 1 and t.get("answers_available"):
+            row[f"pass@{k}"] = f"{t[f'pass_at_{k}']:.2f}"
+            row[f"maj@{k}"] = f"{t['majority_vote_accuracy']:.2f}"
+        if not t.get("complete", True):
+            row["task"] = f"{name} (incomplete)"
+        rows.append(row)
+    return rows
+
+
+def print_results(results: dict[str, Any], run_dir: str | Path | None = None) -> None:
+    for name, t in results["tasks"].items():
+        reps = t["repeats"]
+        if not t.get("answers_available") or not reps:
+            continue
+        print(f"\n== {name} (official breakdown on extracted answers, repeat {reps[0]['repeat']}) ==")
+        for line in reps[0]["official_lines"]:
+            print(line)
+    rows = summary_rows(results)
+    print()
+    print(tabulate(rows, headers="keys"))
+    print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
+          "match on the whole post-reasoning output (no extraction).")
+    if run_dir is not None:
+        print(f"run directory: {run_dir}")
+
+
+def compare_runs(all_results: list[dict[str, Any]], names: list[str]) -> str:
+    tasks = sorted({t for r in all_results for t in r["tasks"]})
+    rows = []
+    for task in tasks:
+        for metric, key in (("accuracy", "accuracy_mean"), ("official raw", "accuracy_official_raw_mean")):
+            row = {"task": task, "metric": metric}
+            for name, res in zip(names, all_results):
+                t = res["tasks"].get(task)
+                row[name] = f"{t[key]:.2f}" if t and key in t else "-"
+            rows.append(row)
+        row = {"task": task, "metric": "unparsed"}
+        for name, res in zip(names, all_results):
+            t = res["tasks"].get(task)
+            row[name] = sum(r.get("unparsed", 0) for r in t["repeats"]) if t else "-"
+        rows.append(row)
+    shas = {}
+    for name, res in zip(names, all_results):
+        for task, t in res["tasks"].items():
+            shas.setdefault(task, set()).add(t.get("data_sha256"))
+    notes = [f"warning: {task} was run on different metadata files across these runs; not comparable"
+             for task, s in shas.items() if len(s) > 1]
+    return "\n".join([tabulate(rows, headers="keys")] + notes)

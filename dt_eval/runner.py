@@ -1,0 +1,353 @@
+"""`dt-eval run`: items -> prompts -> backend -> extraction -> scored sample records, resumable.
+
+Resume rule: a (task, item, repeat) key with a record in samples.jsonl is done; records with an
+error are redone only with --retry-errors. Records are appended the moment a generation
+finishes, so a crash loses only in-flight requests, which the next run generates once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .aggregate import score_one, task_results
+from .audio import AudioError, load_audio
+from .backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from .data import LoadedTask, load_task_data
+from .extract import split_reasoning
+from .prompts import PromptError, PromptSettings, build_messages, prompt_text
+from .records import Item
+from .rundir import RunDir, RunDirError, latest_by_key
+from .scoring.submission import extracted_prediction, task_extract
+from .taskconfig import TaskConfig, load_task
+
+
+class RunError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunOptions:
+    tasks: list[str]
+    model: str
+    backend: str = "openai"
+    output: Path = Path("runs/latest")
+    base_urls: list[str] = field(default_factory=list)
+    limit: int | None = None
+    repeats: int = 1
+    concurrency: int = 16
+    batch_size: int = 8  # hf backend
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    data_dirs: dict[str, str] = field(default_factory=dict)  # task -> dir; "*" for all
+    seed: int = 0
+    retry_errors: bool = False
+    audio_rate: int = 16000
+    audio_window_s: float | None = None
+    preset: str | None = None
+    timeout_s: float = 600.0
+    max_retries: int = 4
+    device: str | None = None
+    dtype: str | None = None
+    progress: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that change what the model is asked: a resumed run must match them."""
+        return {
+            "model": self.model,
+            "sampling": self.sampling.to_dict(),
+            "prompt": self.prompt.to_dict(),
+            "seed": self.seed,
+            "audio_rate": self.audio_rate,
+            "audio_window_s": self.audio_window_s,
+        }
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _sample_key(task: str, item_id: str, repeat: int) -> str:
+    return f"{task}/{item_id}/{repeat}"
+
+
+class Runner:
+    def __init__(self, opts: RunOptions, backend: Backend, on_event: Callable[[str], None] | None = None):
+        self.opts = opts
+        self.backend = backend
+        self.say = on_event or (lambda msg: print(msg, file=sys.stderr))
+        self.rundir = RunDir(opts.output)
+        self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
+
+    # ------------------------------------------------------------ config and resume
+    def _config(self, loaded: dict[str, LoadedTask], previous: dict[str, Any] | None) -> dict[str, Any]:
+        tasks = dict(previous.get("tasks", {})) if previous else {}
+        for name, lt in loaded.items():
+            tasks[name] = lt.to_json() | {"limit": self.opts.limit, "repeats": self.opts.repeats}
+        return {
+            "dt_eval_version": __version__,
+            "git_hash": git_hash(),
+            "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "identity": self.opts.identity(),
+            "backend": self.backend.describe(),
+            "preset": self.opts.preset,
+            "concurrency": self.opts.concurrency,
+            "tasks": tasks,
+            "command": sys.argv,
+            "python": platform.python_version(),
+        }
+
+    def _check_resume(self, previous: dict[str, Any], loaded: dict[str, LoadedTask]) -> None:
+        before, now = previous.get("identity", {}), self.opts.identity()
+        diff = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if diff:
+            raise RunError(
+                f"{self.opts.output} holds a run with different settings ({', '.join(diff)} differ); "
+                "use another --output, or rerun with the original settings to resume"
+            )
+        for name, lt in loaded.items():
+            old = previous.get("tasks", {}).get(name)
+            if old and old.get("sha256") != lt.sha256:
+                raise RunError(
+                    f"{name}: the data changed since this run started (metadata sha256 {old['sha256'][:12]}… -> "
+                    f"{lt.sha256[:12]}…); numbers on different files are not comparable: use another --output"
+                )
+
+    # ------------------------------------------------------------ main entry
+    async def run(self) -> dict[str, Any]:
+        opts = self.opts
+        configs = {name: load_task(name) for name in opts.tasks}
+        loaded: dict[str, LoadedTask] = {}
+        for name, cfg in configs.items():
+            data_dir = opts.data_dirs.get(name) or opts.data_dirs.get("*")
+            lt = load_task_data(cfg, data_dir, limit=opts.limit)
+            for w in lt.warnings:
+                self.say(f"warning: {w}")
+            loaded[name] = lt
+        try:
+            self.rundir.open()
+        except RunDirError as e:
+            raise RunError(str(e)) from None
+        try:
+            previous = self.rundir.read_config()
+            if previous:
+                self._check_resume(previous, loaded)
+            self.rundir.write_config(self._config(loaded, previous))
+            records, dropped = self.rundir.load_samples()
+            if dropped:
+                self.say(f"note: discarded {dropped} torn/corrupt line(s) in samples.jsonl (will be regenerated)")
+            done = latest_by_key(records)
+            for name, lt in loaded.items():
+                await self._run_task(configs[name], lt, done)
+            return self.finalize(configs, loaded)
+        finally:
+            self.rundir.close()
+            await self.backend.aclose()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def finalize(self, configs: dict[str, TaskConfig], loaded: dict[str, LoadedTask]) -> dict[str, Any]:
+        records, _ = self.rundir.load_samples()
+        latest = latest_by_key(records)
+        results = compute_results(self.rundir.read_config() or {}, latest.values())
+        self.rundir.write_results(results)
+        return results
+
+    # ------------------------------------------------------------ one task
+    def _pending(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, dict[str, Any]]) -> list[tuple[int, Item, int]]:
+        todo = []
+        for r in range(self.opts.repeats):
+            for idx, item in enumerate(lt.items):
+                rec = done.get(_sample_key(cfg.name, item.id, r))
+                if rec is None or (rec.get("error") and self.opts.retry_errors):
+                    todo.append((idx, item, r))
+        return todo
+
+    async def _run_task(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, dict[str, Any]]) -> None:
+        todo = self._pending(cfg, lt, done)
+        total = len(lt.items) * self.opts.repeats
+        if not todo:
+            self.say(f"{cfg.name}: all {total} samples already done")
+            return
+        if len(todo) < total:
+            self.say(f"{cfg.name}: resuming, {total - len(todo)} of {total} samples already done")
+        progress = _Progress(cfg.name, total, total - len(todo), enabled=self.opts.progress)
+        chunk = max(1, int(getattr(self.backend, "preferred_batch", 1)))
+        in_flight = max(1, (2 * max(self.opts.concurrency, chunk)) // chunk)
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one_chunk(part: list[tuple[int, Item, int]]) -> None:
+            try:
+                prepared = await asyncio.gather(*(self._prepare(cfg, idx, item, r) for idx, item, r in part))
+                requests, by_key = [], {}
+                for (idx, item, r), (req, warnings, error) in zip(part, prepared):
+                    key = _sample_key(cfg.name, item.id, r)
+                    if error is not None:
+                        self._finish(cfg, idx, item, r, Generation(key=key, error=error), warnings, progress)
+                        continue
+                    requests.append(req)
+                    by_key[key] = (idx, item, r, warnings)
+                if requests:
+                    async for gen in self.backend.generate(requests):
+                        idx, item, r, warnings = by_key.pop(gen.key)
+                        self._finish(cfg, idx, item, r, gen, warnings, progress)
+                for key, (idx, item, r, warnings) in by_key.items():  # a backend that dropped one
+                    self._finish(cfg, idx, item, r, Generation(key=key, error="backend returned no result"),
+                                 warnings, progress)
+            finally:
+                gate.release()
+
+        tasks = []
+        with progress:
+            for start in range(0, len(todo), chunk):
+                await gate.acquire()
+                tasks.append(asyncio.create_task(one_chunk(todo[start:start + chunk])))
+            await asyncio.gather(*tasks)
+
+    async def _prepare(self, cfg: TaskConfig, idx: int, item: Item, repeat: int):
+        key = _sample_key(cfg.name, item.id, repeat)
+        try:
+            messages, kwargs = build_messages(cfg, item, self.opts.prompt)
+        except PromptError as e:
+            return None, [], f"bad item: {e}"
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await loop.run_in_executor(
+                self._executor, load_audio, item.audio, self.opts.audio_rate, self.opts.audio_window_s
+            )
+        except AudioError as e:
+            return None, [], f"audio: {e}"
+        except Exception as e:  # an unexpected decoder failure is still one item's problem
+            return None, [], f"audio: {type(e).__name__}: {e}"
+        sampling = SamplingConfig(**{**self.opts.sampling.to_dict()})
+        if sampling.seed is None:
+            sampling.seed = self.opts.seed + repeat
+        else:
+            sampling.seed = sampling.seed + repeat
+        req = GenerationRequest(key=key, messages=messages, audio=[loaded.audio], sampling=sampling,
+                                chat_template_kwargs=kwargs)
+        return req, loaded.warnings, None
+
+    def _finish(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
+                warnings: list[str], progress: _Progress) -> None:
+        record = make_sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
+        self.rundir.append([record])
+        progress.advance(error=bool(gen.error), correct=bool(record.get("correct")))
+
+
+def make_sample_record(cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
+                       warnings: list[str], prompt: PromptSettings | None = None) -> dict[str, Any]:
+    """One line of samples.jsonl. Audio is referenced by path, never embedded."""
+    rec: dict[str, Any] = {
+        "key": gen.key,
+        "task": cfg.name,
+        "id": item.id,
+        "index": idx,
+        "repeat": repeat,
+        "meta": item.raw,
+        "audio": item.audio.describe() if item.audio else None,
+        "output": gen.text,
+        "reasoning": gen.reasoning,
+        "finish_reason": gen.finish_reason,
+        "prompt_tokens": gen.prompt_tokens,
+        "completion_tokens": gen.completion_tokens,
+        "latency_s": gen.latency_s,
+        "error": gen.error,
+        "warnings": warnings,
+        "backend_info": gen.backend_info,
+        "time": time.time(),
+    }
+    if prompt is not None:
+        try:
+            rec["prompt"] = prompt_text(build_messages(cfg, item, prompt)[0])
+        except PromptError:
+            rec["prompt"] = None
+    if gen.error:
+        rec |= {"prediction": "", "reasoning_text": None, "extracted": None, "correct": False, "correct_raw": False}
+        return rec
+    ext = task_extract(cfg, gen.text, item.choices, reasoning=gen.reasoning)
+    _, region, truncated = split_reasoning(gen.text or "", gen.reasoning)
+    prediction = "" if truncated else region.strip()
+    rec["prediction"] = prediction
+    rec["reasoning_text"] = ext.reasoning
+    rec["extracted"] = ext.to_dict()
+    if cfg.answers_available:
+        rec["correct"] = bool(score_one(cfg, item.raw, extracted_prediction(cfg, ext)))
+        rec["correct_raw"] = bool(score_one(cfg, item.raw, prediction))
+    else:
+        rec["correct"] = rec["correct_raw"] = None
+    return rec
+
+
+def compute_results(config: dict[str, Any], samples) -> dict[str, Any]:
+    """results.json: per-task aggregates recomputed from the sample records."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_task.setdefault(s["task"], []).append(s)
+    tasks_cfg = config.get("tasks", {})
+    out = {"dt_eval_version": __version__, "model": config.get("identity", {}).get("model"), "tasks": {}}
+    for name, group in by_task.items():
+        cfg = load_task(name)
+        info = tasks_cfg.get(name, {})
+        expected = info.get("items")
+        res = task_results(cfg, group, expected_items=expected)
+        res["data_sha256"] = info.get("sha256")
+        res["data_version_label"] = info.get("version_label")
+        out["tasks"][name] = res
+    return out
+
+
+class _Progress:
+    """A rich progress bar: done / total, errors, accuracy so far, throughput and ETA."""
+
+    def __init__(self, task: str, total: int, done: int, enabled: bool = True):
+        self.task, self.total, self.done = task, total, done
+        self.errors = self.correct = self.new = 0
+        self.enabled = enabled
+        self._progress = None
+        self._id = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._id = self._progress.add_task(self.task, total=self.total, completed=self.done, stats="")
+        self._t0 = time.monotonic()
+        return self
+
+    def advance(self, error: bool, correct: bool) -> None:
+        self.done += 1
+        self.new += 1
+        self.errors += int(error)
+        self.correct += int(correct)
+        if self._progress is not None:
+            rate = self.new / max(time.monotonic() - self._t0, 1e-9)
+            stats = f"errors {self.errors} · acc {self.correct / self.new * 100:.1f}% · {rate:.2f}/s"
+            self._progress.update(self._id, completed=self.done, stats=stats)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
