@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 
 from .records import Extraction
 
@@ -101,6 +102,7 @@ def _norm(s: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", s).casefold().split()).strip(_TRAILING + _QUOTES)
 
 
+@lru_cache(maxsize=64)
 def _label_patterns(labels: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     cls = "[" + re.escape(labels) + "]"
     bare = re.compile(rf"^(?:option\s+|choice\s+)?[\(\[]?({cls})[\)\]]?[.:)]?$", re.I)

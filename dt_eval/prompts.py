@@ -60,10 +60,10 @@ def build_messages(cfg: TaskConfig, item: Item, settings: PromptSettings) -> tup
         text = spec.template.format(**fields)
     except (KeyError, IndexError) as e:
         raise PromptError(f"prompt template of {cfg.name} uses an unknown field {e}") from None
-    kwargs: dict[str, Any] = {}
-    if settings.native_thinking:
-        kwargs = dict(settings.chat_template_kwargs_on if settings.thinking == "on" else settings.chat_template_kwargs_off)
-    elif settings.thinking == "on" and settings.think_instruction:
+    # The chat-template switch goes out in every mode: vLLM's reasoning parsers read it too
+    # (with enable_thinking=false an answer without </think> is content, not reasoning).
+    kwargs = dict(settings.chat_template_kwargs_on if settings.thinking == "on" else settings.chat_template_kwargs_off)
+    if not settings.native_thinking and settings.thinking == "on" and settings.think_instruction:
         text = f"{text}\n\n{settings.think_instruction}"
     messages: list[dict[str, Any]] = []
     system = settings.system_prompt if settings.system_prompt is not None else spec.system

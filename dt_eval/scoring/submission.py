@@ -295,6 +295,7 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
     items: list[ItemResult] = []
     missing: list[str] = []
     answer_f, choices_f = cfg.fields.answer or "answer", cfg.fields.choices or "choices"
+    specs = [(b.field, dict.fromkeys(b.keys) if b.keys is not None else None) for b in cfg.breakdowns]
     for i, rec in enumerate(records):
         if key not in rec:
             missing.append(_rid(rec, i))
@@ -308,19 +309,17 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
             errors.add(f"{_where(rec, i)}: '{choices_f}' must be a list of strings, got {choices!r}")
             ok = False
         groups: dict[str, str | None] = {}
-        for b in cfg.breakdowns:
-            value = rec.get(b.field)
-            if b.keys is not None:
-                if value not in b.keys:
-                    shown = "missing" if b.field not in rec else repr(value)
-                    errors.add(
-                        f"{_where(rec, i)}: '{b.field}' is {shown}; the official script knows only {b.keys}"
-                    )
+        for name, keys in specs:
+            value = rec.get(name)
+            if keys is not None:
+                if not isinstance(value, str) or value not in keys:
+                    shown = "missing" if name not in rec else repr(value)
+                    errors.add(f"{_where(rec, i)}: '{name}' is {shown}; the official script knows only {list(keys)}")
                     ok = False
             elif value is not None and not isinstance(value, str):
-                errors.add(f"{_where(rec, i)}: '{b.field}' must be a string or absent, got {value!r}")
+                errors.add(f"{_where(rec, i)}: '{name}' must be a string or absent, got {value!r}")
                 ok = False
-            groups[b.field] = value
+            groups[name] = value
         if not ok:
             continue
         ext = None
@@ -330,11 +329,13 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
             prediction = extracted_prediction(cfg, ext)
         correct = mcq_match(answer, prediction, choices)
         overall.add(correct)
-        for b in cfg.breakdowns:
-            value = groups[b.field]
+        for name, value in groups.items():
             if value is None:  # the official script skips an absent sub-category
                 continue
-            breakdowns[b.field].setdefault(value, Tally()).add(correct)
+            table = breakdowns[name]
+            if value not in table:
+                table[value] = Tally()
+            table[value].add(correct)
         items.append(ItemResult(_rid(rec, i), correct, ext))
     if invalid == "raise":
         errors.raise_if_any(cfg.name)

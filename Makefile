@@ -1,0 +1,26 @@
+# One command to set up, one to test. CI (.ci/run) calls exactly these.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test test-fast bench clean
+
+setup:  ## create .venv and install dt-eval with everything the tests need (CPU only)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 first: CPU machines here have its wheel on disk; elsewhere pip fetches it.
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[dev]'
+
+test:  ## the whole suite (fast tests, tiny-model tests, servers on 127.0.0.1)
+	$(PY) -m pytest -q
+
+test-fast:  ## no model, no subprocess servers
+	$(PY) -m pytest -q -m "not slow"
+
+bench:  ## performance figures quoted in the README
+	$(PY) benchmarks/score_speed.py
+	$(PY) benchmarks/run_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
