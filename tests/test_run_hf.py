@@ -1,0 +1,133 @@
+"""`dt-eval run` end to end on CPU with the tiny Qwen2-Audio (hf backend) and real audio files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dt_eval.devtools.synth_audio import make_fake_benchmark, sweep
+
+pytestmark = pytest.mark.slow
+
+
+def dt_eval(*args, check=True, timeout=600):
+    proc = subprocess.run([sys.executable, "-m", "dt_eval.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dt-eval {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def samples(run):
+    return [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def mmau_run(det_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hfrun")
+    bench = make_fake_benchmark(root / "mmau", "mmau", 8, seed=3)
+    run = root / "run"
+    proc = dt_eval("run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "hf",
+                   "--data-dir", f"mmau={bench}", "--output", str(run), "--batch-size", "4", "--no-progress")
+    return bench, run, proc
+
+
+def test_hf_run_records_reasoning_answers_and_scores(mmau_run):
+    bench, run, proc = mmau_run
+    recs = samples(run)
+    assert len(recs) == 8 and len({r["key"] for r in recs}) == 8
+    meta = {m["id"]: m for m in json.loads((bench / "mmau-test-mini.json").read_text())}
+    for r in recs:
+        up = meta[r["id"]]["answer"] == "rising"
+        assert r["reasoning_text"] == ("The pitch goes up." if up else "The pitch goes down.")
+        assert r["extracted"]["answer_text"] == ("rising" if up else "falling")
+        assert r["correct"] is True and r["finish_reason"] == "stop" and r["error"] is None
+        assert r["completion_tokens"] > 0 and r["latency_s"] > 0
+        assert r["audio"].endswith(".wav") and "AUDIO" not in json.dumps(r["prompt"])  # a path, no bytes
+    res = json.loads((run / "results.json").read_text())["tasks"]["mmau"]
+    assert res["accuracy_mean"] == 100.0 and res["repeats"][0]["unparsed"] == 0
+    assert "Total Accuracy: 100.00% over 8 samples" in proc.stdout
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["tasks"]["mmau"]["sha256"] and cfg["identity"]["model"] and cfg["backend"]["name"] == "hf"
+    assert cfg["dt_eval_version"] and "sampling" in cfg["identity"]
+
+
+def test_rerun_resumes_without_regenerating(mmau_run, det_model_dir):
+    bench, run, _ = mmau_run
+    before = (run / "samples.jsonl").read_bytes()
+    proc = dt_eval("run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "hf",
+                   "--data-dir", f"mmau={bench}", "--output", str(run), "--no-progress")
+    assert "all 8 samples already done" in proc.stderr
+    assert (run / "samples.jsonl").read_bytes() == before
+
+
+def test_changed_settings_refuse_to_mix(mmau_run, det_model_dir):
+    bench, run, _ = mmau_run
+    proc = dt_eval("run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "hf",
+                   "--data-dir", f"mmau={bench}", "--output", str(run), "--gen-kwargs", "max_tokens=99",
+                   check=False)
+    assert proc.returncode == 2 and "sampling differ" in proc.stderr
+
+
+def test_report_and_export_round_trip(mmau_run, tmp_path):
+    _, run, proc = mmau_run
+    rep = dt_eval("report", str(run))
+    assert "Total Accuracy: 100.00% over 8 samples" in rep.stdout
+    out = tmp_path / "sub.json"
+    dt_eval("export", str(run), "--task", "mmau", "--out", str(out))
+    score = dt_eval("score", "--task", "mmau", "-p", str(out))
+    assert "Total Accuracy: 100.00% over 8 samples" in score.stdout
+
+
+def test_bad_inputs_are_recorded_and_the_run_finishes(det_model_dir, tmp_path):
+    bench = make_fake_benchmark(tmp_path / "mmar", "mmar", 7, seed=5)
+    meta_path = bench / "MMAR-meta.jsonl"
+    recs = [json.loads(x) for x in meta_path.read_text().splitlines()]
+    audio = lambda r: bench / r["audio_path"]  # noqa: E731
+    audio(recs[0]).unlink()                                   # missing file
+    audio(recs[1]).write_bytes(b"RIFF\x00\x00garbage")          # corrupt
+    audio(recs[2]).write_bytes(b"")                            # zero-length file
+    sf.write(audio(recs[3]), sweep("rising", 600, 16000, 300, 900, 0.3), 16000)  # 10 minutes
+    st = sweep("falling", 2, 48000, 1200, 400, 0.3)
+    sf.write(audio(recs[4]), np.stack([st, st * 0.5], axis=1), 48000)  # 48 kHz stereo
+    recs[5]["choices"] = []                                    # no options
+    meta_path.write_text("\n".join(json.dumps(r) for r in recs))
+    run = tmp_path / "run"
+    dt_eval("run", "--tasks", "mmar", "--model", str(det_model_dir), "--backend", "hf",
+            "--data-dir", f"mmar={bench}", "--output", str(run), "--no-progress")
+    by_id = {r["id"]: r for r in samples(run)}
+    assert len(by_id) == 7
+    assert "not found" in by_id[recs[0]["id"]]["error"]
+    assert "cannot decode" in by_id[recs[1]["id"]]["error"]
+    assert by_id[recs[2]["id"]]["error"].startswith("audio:")
+    long = by_id[recs[3]["id"]]
+    assert long["error"] is None and "600.0 s" in long["warnings"][0] and "first 30 s" in long["warnings"][0]
+    stereo = by_id[recs[4]["id"]]
+    assert stereo["error"] is None and stereo["extracted"]["answer_text"] == "falling" and stereo["correct"]
+    assert "no answer options" in by_id[recs[5]["id"]]["error"]
+    res = json.loads((run / "results.json").read_text())["tasks"]["mmar"]["repeats"][0]
+    assert res["errors"] == 4 and res["total"] == 7 and res["warnings"] == 1
+    # --retry-errors redoes only the failed ones (they fail again: the files are still bad)
+    audio(recs[0]).write_bytes(b"")  # still unusable
+    dt_eval("run", "--tasks", "mmar", "--model", str(det_model_dir), "--backend", "hf",
+            "--data-dir", f"mmar={bench}", "--output", str(run), "--no-progress", "--retry-errors")
+    again = samples(run)
+    assert len(again) == 7 + 4
+
+
+def test_repeats_give_mean_std_pass_and_vote(det_model_dir, tmp_path):
+    bench = make_fake_benchmark(tmp_path / "mmsu", "mmsu", 4, seed=1)
+    run = tmp_path / "run"
+    proc = dt_eval("run", "--tasks", "mmsu", "--model", str(det_model_dir), "--backend", "hf",
+                   "--data-dir", f"mmsu={bench}", "--output", str(run), "--repeats", "3",
+                   "--gen-kwargs", "temperature=0.7,top_p=0.9", "--no-progress")
+    res = json.loads((run / "results.json").read_text())["tasks"]["mmsu"]
+    assert len(res["repeats"]) == 3 and res["k"] == 3
+    assert {"accuracy_std", "pass_at_3", "majority_vote_accuracy"} <= set(res)
+    assert 0 <= res["majority_vote_accuracy"] <= res["pass_at_3"] <= 100
+    assert "pass@3" in proc.stdout and "maj@3" in proc.stdout
+    seeds = {r["repeat"] for r in samples(run)}
+    assert seeds == {0, 1, 2}
