@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import numpy as np
 
 from .base import AudioInput, Generation, GenerationRequest
@@ -55,6 +56,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger(__name__)
 
+_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)  # distinct classes before Python 3.11
+# Failures to reach the server at all (ConnectionTimeoutError exists from aiohttp 3.10 on).
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,) + (
+    (aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()
+)
 RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 _MAX_BACKOFF_S = 60.0
 _MAX_ERROR_CHARS = 300
@@ -83,8 +89,9 @@ def wav_pcm16_bytes(audio: AudioInput) -> bytes:
     np.rint(scaled, out=scaled)
     np.multiply(scaled, np.float32(2.0**-16), out=scaled)
     np.floor(scaled, out=scaled)
-    np.nan_to_num(scaled, copy=False, nan=0.0)
-    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    # fmax/fmin clip and, unlike np.clip, map NaN to the bound (-32768, as libsndfile does).
+    np.fmax(scaled, np.float32(-32768.0), out=scaled)
+    np.fmin(scaled, np.float32(32767.0), out=scaled)
     data = np.ascontiguousarray(scaled.astype("<i2")).tobytes()
     sr = int(audio.sampling_rate)
     block = 2 * channels
@@ -392,8 +399,6 @@ class OpenAIBackend:
 
     async def health(self) -> dict[str, Any]:
         """GET {base_url}/models on every server: reachable, which models, serves `model`?"""
-        import aiohttp
-
         self._ensure_session()
         timeout = aiohttp.ClientTimeout(total=min(10.0, self.timeout_s))
 
@@ -409,7 +414,7 @@ class OpenAIBackend:
                         return info
                     data = _loads(raw)
                     models = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            except (aiohttp.ClientError, *_TIMEOUTS, OSError) as e:
                 info["error"] = self._redact(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
                 return info
             except (*_JSON_ERRORS, AttributeError) as e:
@@ -433,8 +438,6 @@ class OpenAIBackend:
         return _BEARER_RE.sub(r"\1***", text)
 
     def _ensure_session(self) -> None:
-        import aiohttp
-
         loop = asyncio.get_running_loop()
         if self._session is not None and not self._session.closed and self._loop is loop:
             return
@@ -525,8 +528,6 @@ class OpenAIBackend:
         return Generation(key=req.key, error=message, backend_info=info)
 
     async def _attempt(self, server: _Server, key: str, body: bytes) -> Generation:
-        import aiohttp
-
         server.inflight += 1
         server.sent += 1
         t0 = time.perf_counter()
@@ -536,12 +537,14 @@ class OpenAIBackend:
                     raw = await resp.read()
                     status = resp.status
                     headers = resp.headers
-            except TimeoutError:
-                raise _Attempt(f"timeout after {self.timeout_s:g} s at {server.display}", retry=True) from None
-            except aiohttp.ClientConnectorError as e:
+            except _CONNECT_ERRORS as e:
+                # The server is down or unreachable: avoid it for a while (doubling, capped).
                 server.fail_streak += 1
                 server.down_until = time.monotonic() + min(_COOLDOWN_CAP_S, 0.5 * 2 ** (server.fail_streak - 1))
-                raise _Attempt(self._redact(f"cannot connect to {server.display}: {e}"), retry=True) from None
+                detail = str(e) or type(e).__name__
+                raise _Attempt(self._redact(f"cannot connect to {server.display}: {detail}"), retry=True) from None
+            except _TIMEOUTS:
+                raise _Attempt(f"timeout after {self.timeout_s:g} s at {server.display}", retry=True) from None
             except aiohttp.ClientError as e:
                 detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 raise _Attempt(self._redact(f"connection error at {server.display}: {detail}"), retry=True) from None
