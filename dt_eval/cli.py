@@ -211,9 +211,16 @@ def run_cmd(
     if repeats > 1 and opts.sampling.temperature == 0:
         typer.echo("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...",
                    err=True)
+    engine_args = {}
+    if backend == "vllm" and opts.preset:
+        from .backends.vllm_engine import engine_args_from_preset
+        from .presets import load_preset
+
+        engine_args = engine_args_from_preset(load_preset(opts.preset))
     try:
         be = make_backend(backend, model, base_urls=opts.base_urls, concurrency=concurrency, batch_size=batch_size,
-                          timeout_s=timeout, max_retries=max_retries, device=device, dtype=dtype)
+                          timeout_s=timeout, max_retries=max_retries, device=device, dtype=dtype,
+                          engine_args=engine_args)
     except (ValueError, OSError, ImportError) as e:
         fail(f"cannot start the {backend} backend: {e}")
         return

