@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,10 @@ def _read(ref: AudioRef) -> tuple[np.ndarray, int]:
         if ref.data is not None:
             data, sr = sf.read(io.BytesIO(ref.data), dtype="float32", always_2d=True)
         elif ref.path:
+            if not os.path.isfile(ref.path):  # libsndfile reports this as a vague "System error"
+                raise AudioError(f"audio file not found: {ref.path}")
+            if os.path.getsize(ref.path) == 0:
+                raise AudioError(f"audio file is empty (0 bytes): {ref.path}")
             data, sr = sf.read(ref.path, dtype="float32", always_2d=True)
         else:
             raise AudioError("the item has no audio")

@@ -30,6 +30,11 @@ def load_run_results(run_dir: str | Path) -> dict[str, Any]:
     if not records:
         raise ReportError(f"{run_dir}: no samples yet")
     results = compute_results(config, latest_by_key(records).values())
+    from .cot.rescore import load_cot_aggregates  # reasoning scores, from cot.jsonl (no torch)
+
+    for task, agg in load_cot_aggregates(run_dir).items():
+        if task in results["tasks"]:
+            results["tasks"][task]["cot"] = agg
     results["run_dir"] = str(run_dir)
     return results
 
@@ -56,6 +61,10 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         if k > 1 and t.get("answers_available"):
             row[f"pass@{k}"] = f"{t[f'pass_at_{k}']:.2f}"
             row[f"maj@{k}"] = f"{t['majority_vote_accuracy']:.2f}"
+        if t.get("cot"):  # reasoning scores (dt-eval rescore / run --cot)
+            from .cot.cli import cot_columns
+
+            row |= cot_columns(t["cot"])
         if not t.get("complete", True):
             row["task"] = f"{name} (incomplete)"
         rows.append(row)
@@ -72,7 +81,7 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
             print(line)
     rows = summary_rows(results)
     print()
-    print(tabulate(rows, headers="keys"))
+    print(tabulate(rows, headers="keys", disable_numparse=True))
     print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
           "match on the whole post-reasoning output (no extraction).")
     if run_dir is not None:
@@ -100,4 +109,4 @@ def compare_runs(all_results: list[dict[str, Any]], names: list[str]) -> str:
             shas.setdefault(task, set()).add(t.get("data_sha256"))
     notes = [f"warning: {task} was run on different metadata files across these runs; not comparable"
              for task, s in shas.items() if len(s) > 1]
-    return "\n".join([tabulate(rows, headers="keys")] + notes)
+    return "\n".join([tabulate(rows, headers="keys", disable_numparse=True)] + notes)

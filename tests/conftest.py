@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny offline Qwen2-Audio models and fake benchmark directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install
+        pytest.skip(f"tiny model needs torch + transformers: {type(exc).__name__}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """Random tiny Qwen2-Audio (model + processor dir); built once, cached across sessions."""
+    _require_torch()
+    from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+
+    return cached_tiny_model(deterministic=False)
+
+
+@pytest.fixture(scope="session")
+def det_model_dir() -> Path:
+    """Deterministic tiny Qwen2-Audio: greedy output is TARGET_RISING / TARGET_FALLING
+    (+ ``<|im_end|>``) for rising / falling pitch sweeps. Cached across sessions."""
+    _require_torch()
+    import os
+
+    if os.environ.get("DT_EVAL_DET_MODEL"):  # a prebuilt one (e.g. a CI cache)
+        return Path(os.environ["DT_EVAL_DET_MODEL"])
+    from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+
+    return cached_tiny_model(deterministic=True)
+
+
+@pytest.fixture
+def fake_bench(tmp_path_factory):
+    """Factory ``make(task, n=8, seed=0) -> Path`` of a fake MMAU/MMAR/MMSU directory."""
+    from dt_eval.devtools.synth_audio import make_fake_benchmark
+
+    def make(task: str, n: int = 8, seed: int = 0) -> Path:
+        return make_fake_benchmark(tmp_path_factory.mktemp(f"fake-{task}"), task, n, seed=seed)
+
+    return make
