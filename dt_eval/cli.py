@@ -172,6 +172,10 @@ def run_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="hf backend: cpu, cuda, cuda:1 ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf/vllm: float32, bfloat16, float16, auto.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
+    cot: Annotated[Optional[str], typer.Option("--cot", help="After inference, score the reasoning: hybrid, stage2, embedding, evaluator, consistency, format, rubrics or all (comma-separated); see `dt-eval rescore`.")] = None,
+    judge_url: Annotated[Optional[list[str]], typer.Option("--judge-url", help="OpenAI-compatible judge endpoint for --cot (key: $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY).")] = None,
+    judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name for --cot.")] = "gpt-4o-2024-11-20",
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="sentence-transformers model for --cot (default: offline all-MiniLM-L6-v2).")] = None,
 ) -> None:
     """Run a model over tasks with thinking-aware prompting; resumable; scores as it goes."""
     import asyncio
@@ -185,6 +189,9 @@ def run_cmd(
     from .taskconfig import UnknownTaskError, load_task
 
     task_list = _split_csv([tasks])
+    from .cot.cli import check_run_cot, run_cot_after
+
+    check_run_cot(cot, judge_url)
     if backend not in BACKENDS:
         fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if thinking not in ("on", "off"):
@@ -233,6 +240,7 @@ def run_cmd(
         typer.echo(f"\ninterrupted; finished samples are saved in {opts.output}. Rerun the same command to resume.",
                    err=True)
         raise typer.Exit(130)
+    results = run_cot_after(opts.output, results, cot, judge_url, judge_model, embedder)
     print_results(results, run_dir=opts.output)
 
 
@@ -338,6 +346,52 @@ def serve_cmd(
     except KeyboardInterrupt:
         typer.echo("stopping the server ...", err=True)
         stop(proc)
+
+
+# Reasoning scorers (dt_eval/cot): the module imports torch/sentence-transformers only inside commands.
+from .cot import cli as _cot_cli  # noqa: E402
+
+app.command("rescore")(_cot_cli.rescore_cmd)
+refs_app = typer.Typer(help="Reference reasoning chains for the hybrid reward.", no_args_is_help=True)
+refs_app.command("build")(_cot_cli.refs_build_cmd)
+app.add_typer(refs_app, name="refs")
+
+
+from .leaderboard.cli import app as _leaderboard_app  # noqa: E402  (lazy: imports nothing heavy)
+
+app.add_typer(_leaderboard_app, name="leaderboard")
+
+
+@app.command("demo")
+def demo_cmd(
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A running OpenAI-compatible server (.../v1), e.g. from `dt-eval serve`.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Local checkpoint: start dt_eval.hfserver for it (transformers, CPU ok) and stop it on exit. With --base-url: the served model name.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 keeps the demo private.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the web app.")] = 7860,
+    auth: Annotated[Optional[str], typer.Option("--auth", help="Require a login, user:password (or set $DT_EVAL_DEMO_AUTH, which keeps it out of `ps`).", show_default=False)] = None,
+    window: Annotated[Optional[float], typer.Option("--window", help="Audio window in seconds; longer clips are trimmed with a note (default: the model family's preset).")] = None,
+    served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model name to request (default: the server's first model, or --model).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per answer (default: the preset's, else 2048).")] = None,
+    no_examples: Annotated[bool, typer.Option("--no-examples", help="Do not generate or show the example clips.")] = False,
+) -> None:
+    """Gradio audio Q&A app: ask about a clip and watch the reasoning stream, then the answer.
+
+    Against a running server (e.g. `dt-eval serve`): dt-eval demo --base-url http://127.0.0.1:8000/v1
+
+    Starting a local transformers server for a checkpoint: dt-eval demo --model ./my-checkpoint
+    """
+    try:
+        from .demo import DemoError, run_demo
+    except ImportError as e:
+        fail(f"the demo needs gradio: pip install 'dt-eval[demo]' ({e})")
+        return
+    try:
+        run_demo(base_url=base_url, model=model, host=host, port=port, auth=auth, window_s=window,
+                 served_model_name=served_model_name, max_tokens=max_tokens, examples=not no_examples)
+    except DemoError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
 
 
 def main() -> None:

@@ -87,6 +87,9 @@ class TaskConfig(BaseModel):
     prompt: PromptSpec = Field(default_factory=PromptSpec)
     # Extra keys an export submission carries (MMAR-Rubrics adds thinking_prediction).
     export_formats: list[str] = Field(default_factory=lambda: ["official"])
+    # Reference reasoning chains for the hybrid reward (`dt-eval refs build`): a dt-eval-refs
+    # JSONL file; a relative path resolves against the task's data directory.
+    references: str | None = None
 
     @property
     def group_fields(self) -> list[str]:
