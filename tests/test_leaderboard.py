@@ -1,0 +1,565 @@
+"""`dt-eval leaderboard build|verify`: rows from run directories, published anchors, comparability
+marks, Markdown/CSV/JSON/HTML outputs, verification against samples.jsonl.
+
+Fast tests build run directories with the real record builder from synthetic generations (no
+model). Slow tests make real runs with the tiny Qwen2-Audio (`dt-eval run --backend hf`), and the
+browser test sorts the page in headless Chromium and keeps a screenshot in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dt_eval.backends.base import Generation
+from dt_eval.data import load_task_data
+from dt_eval.leaderboard.build import build_leaderboard, file_sha256
+from dt_eval.leaderboard.published import PublishedError, load_published, normalise_model_name
+from dt_eval.leaderboard.render import write_all
+from dt_eval.leaderboard.verify import verify
+from dt_eval.prompts import PromptSettings
+from dt_eval.rundir import RunDir
+from dt_eval.runner import make_sample_record
+from dt_eval.taskconfig import load_task
+
+from .paths import REPO
+from .synthetic_meta import mmar_records, mmau_records
+
+PUBLISHED = REPO / "leaderboard" / "published.yaml"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def dt_eval(*args, check=True, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "dt_eval.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dt-eval {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_bench(root: Path, task: str, records: list[dict]) -> Path:
+    d = root / f"bench-{task}-{len(list(root.glob(f'bench-{task}-*')))}"
+    d.mkdir(parents=True)
+    name = load_task(task).data.local.metadata
+    if name.endswith(".jsonl"):
+        (d / name).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    else:
+        (d / name).write_text(json.dumps(records, ensure_ascii=False))
+    return d
+
+
+def fake_run(run: Path, benches: dict[str, Path], p_right: float, repeats: int = 1, seed: int = 0,
+             model: str = "Qwen/Qwen2-Audio-7B-Instruct", thinking: str = "on") -> Path:
+    """A run directory written by the real record builder from made-up generations."""
+    rng = random.Random(seed)
+    loaded = {t: load_task_data(load_task(t), b) for t, b in benches.items()}
+    with RunDir(run) as rd:
+        rd.write_config({
+            "dt_eval_version": "0.1.0",
+            "identity": {"model": model, "seed": 0, "prompt": {"thinking": thinking},
+                         "sampling": {"temperature": 0.0 if repeats == 1 else 0.7, "max_tokens": 4096}},
+            "backend": {"name": "openai"},
+            "tasks": {t: lt.to_json() | {"limit": None, "repeats": repeats} for t, lt in loaded.items()},
+        })
+        for t, lt in loaded.items():
+            cfg = load_task(t)
+            for r in range(repeats):
+                for idx, item in enumerate(lt.items):
+                    k = item.choices.index(item.answer) if rng.random() < p_right else rng.randrange(len(item.choices))
+                    text = f"<think>\nI listen.\n</think>\n\n({'ABCDEFGHIJ'[k]}) {item.choices[k]}"
+                    gen = Generation(key=f"{t}/{item.id}/{r}", text=text, finish_reason="stop")
+                    rd.append([make_sample_record(cfg, idx, item, r, gen, [], PromptSettings())])
+    return run
+
+
+def write_cot(run: Path, task: str, hybrid: float, rubric: float, judge: str = "fake-judge") -> None:
+    """cot.jsonl lines in the shape `dt-eval rescore` appends (one per sample key and scorer)."""
+    lines = []
+    for rec in (json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()):
+        if rec["task"] != task:
+            continue
+        base = {"key": rec["key"], "task": task, "id": rec["id"], "repeat": rec["repeat"], "raw": [], "error": None,
+                "judge_calls": 1, "cached": False, "judge_model": judge, "time": 0.0}
+        ok = bool(rec["correct"])
+        lines.append(base | {"scorer": "hybrid", "version": "hybrid-test-1", "value": hybrid if ok else 0.0,
+                             "scored": True, "components": {"emb": hybrid, "llm": hybrid, "gate": int(ok),
+                                                            "correct": ok, "w": 0.5}})
+        lines.append(base | {"scorer": "rubrics", "version": "rubrics-test-1", "value": rubric if ok else 0.0,
+                             "scored": True, "components": {"correct": ok}})
+    (run / "cot.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_yaml(tmp_path: Path, extra: list[dict]) -> Path:
+    """The project's published.yaml plus extra anchor entries."""
+    data = yaml.safe_load(PUBLISHED.read_text())
+    data["entries"] += extra
+    p = tmp_path / "published.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return p
+
+
+test_yaml.__test__ = False  # a helper, not a test
+
+
+def read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+@pytest.fixture(scope="module")
+def fake_board(tmp_path_factory):
+    """Two synthetic runs: same MMAU file; MMAR on two different files; run b with 3 repeats."""
+    root = tmp_path_factory.mktemp("lb")
+    mmau = write_bench(root, "mmau", mmau_records(45, 1))
+    mmar_a = write_bench(root, "mmar", mmar_records(40, 2))
+    mmar_b = write_bench(root, "mmar", mmar_records(30, 3))
+    a = fake_run(root / "runs" / "run-a", {"mmau": mmau, "mmar": mmar_a}, 0.8, seed=1)
+    b = fake_run(root / "runs" / "run-b", {"mmau": mmau, "mmar": mmar_b}, 0.5, repeats=3, seed=2,
+                 model="/ckpt/my-rl-model", thinking="off")
+    write_cot(a, "mmar", hybrid=0.6, rubric=0.8)
+    pub = test_yaml(root, [{
+        "model": "Qwen2-Audio (our earlier paper)", "alias": "Qwen/Qwen2-Audio-7B-Instruct",
+        "citation": "Doe et al., A Test Anchor, 2026, Table 9", "source": "https://example.org/anchor",
+        "checked": "verified", "scores": {"mmau": {"value": 50.0, "data_version": "test file"}, "mmar": 40.0},
+    }])
+    published, sha = load_published(pub)
+    out = root / "site"
+    lb = build_leaderboard([a, b], out, published=published, published_path=pub, published_sha256=sha,
+                           names={str(b): "my-rl-model"})
+    write_all(lb, out)
+    return {"root": root, "runs": [a, b], "out": out, "lb": lb, "published": pub}
+
+
+# ---------------------------------------------------------------------------------------------
+# published numbers
+
+
+def test_published_yaml_has_every_anchor_with_a_source():
+    pub, _ = load_published(PUBLISHED)
+    by = {e.model: e for e in pub.entries}
+    table1 = {"GPT-4o Audio": (63.50, 62.50, 60.82), "Gemini 2.5 Flash": (67.00, 71.80, 67.39),
+              "Qwen2-Audio-Instruct": (30.00, 59.60, 57.40), "Audio Flamingo 3": (58.50, 73.30, 72.42),
+              "Kimi-Audio": (57.60, 68.20, 64.40), "Qwen2.5-Omni": (56.70, 71.50, 71.00),
+              "Qwen3-Omni-30B-A3B-Thinking": (67.80, 75.80, 74.99),
+              "Qwen3-Omni-30B-A3B-Instruct": (70.10, 77.80, 74.57), "Audio-Reasoner": (36.80, 67.70, 63.78),
+              "Omni-R1": (61.20, 77.00, 75.00), "Audio-Thinker": (65.30, 78.00, 75.39),
+              "AudioMCQ": (67.10, 78.20, 75.60), "Audio-DeepThinker": (74.00, 78.50, 75.44)}
+    for model, (mmar, mini, test) in table1.items():
+        s = by[model].scores
+        assert (s["mmar"].value, s["mmau"].value, s["mmau-test"].value) == (mmar, mini, test), model
+        assert "2604.18187" in by[model].citation and by[model].source == "https://arxiv.org/abs/2604.18187"
+    adt = by["Audio-DeepThinker"].scores
+    assert adt["mmsu"].value == 77.26 and adt["mmar:rubrics"].value == 65.29
+    top3 = [e for e in pub.entries if "challenge" in e.citation.lower()]
+    assert [(e.scores["mmar:rubrics"].value, e.scores["mmar"].value) for e in top3] == \
+        [(65.29, 74.0), (62.55, 71.0), (62.22, 71.7)]
+    assert all(e.checked == "verified" and "audio-reasoning-challenge" in e.source for e in top3)
+    for e in pub.entries:  # every row says where it comes from and whether it was checked
+        assert e.citation and e.source.startswith("https://") and e.checked in ("verified", "partly", "unverified")
+        assert e.checked == "verified" or e.check_note
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"source": "arxiv 2604"}, "source must be an http"),
+    ({"scores": {"mmar": 140}}, "outside"),
+    ({"scores": {"MMAR acc": 1}}, "bad score key"),
+    ({"citation": " "}, "must not be empty"),
+    ({"typo_field": 1}, "Extra inputs"),
+])
+def test_published_validation_names_the_entry(tmp_path, bad, msg):
+    entry = {"model": "X-Audio", "citation": "c", "source": "https://x.org", "scores": {"mmar": 50}} | bad
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"schema": "dt-eval-published/1", "entries": [entry]}))
+    with pytest.raises(PublishedError, match=msg) as e:
+        load_published(p)
+    assert "X-Audio" in str(e.value)
+
+
+def test_model_names_normalise():
+    assert normalise_model_name("Qwen/Qwen2-Audio-7B-Instruct") == normalise_model_name("qwen2_audio 7b instruct")
+    assert normalise_model_name("/ckpt/Audio-DeepThinker/") == "audiodeepthinker"
+
+
+# ---------------------------------------------------------------------------------------------
+# build + outputs (synthetic runs)
+
+
+def test_json_rows_recompute_the_runs(fake_board):
+    lb = fake_board["lb"]
+    a, b = fake_board["runs"]
+    ma, mb = lb["measured"]
+    assert ma["samples_sha256"] == file_sha256(a / "samples.jsonl") and ma["run_dir_rel"] == "../runs/run-a"
+    assert mb["name"] == "my-rl-model" and mb["settings"]["thinking"] == "off"
+    # the numbers are the ones `dt-eval report` recomputes
+    from dt_eval.report import load_run_results
+
+    rep = load_run_results(a)["tasks"]
+    assert ma["tasks"]["mmau"]["accuracy"]["mean"] == pytest.approx(rep["mmau"]["accuracy_mean"])
+    assert ma["tasks"]["mmar"]["official_raw"]["mean"] == pytest.approx(rep["mmar"]["accuracy_official_raw_mean"])
+    assert mb["tasks"]["mmar"]["repeats"] == 3 and mb["tasks"]["mmar"]["accuracy"]["std"] > 0
+    assert set(ma["tasks"]["mmar"]["categories"]) == {"modality", "category"}
+    assert set(ma["tasks"]["mmau"]["categories"]["task"]) == {"sound", "music", "speech"}
+    assert [c["key"] for c in lb["columns"]] == ["mmar", "mmar:rubrics", "mmar:hybrid", "mmau", "mmau-test", "mmsu"]
+
+
+def test_markdown_sections_marks_and_anchors(fake_board):
+    md = (fake_board["out"] / "leaderboard.md").read_text()
+    lb = fake_board["lb"]
+    measured, _, rest = md.partition("### Reported (published numbers, not measured here)")
+    assert "### Measured with dt-eval" in measured and "*(reported)*" not in measured
+    reported_table = rest.split("###")[0]
+    assert reported_table.count("*(reported)*") == len(lb["reported"]) == 17
+    # every reported row cites its source; the references list gives citation + URL + check status
+    refs = md.split("### References")[1]
+    for i, r in enumerate(lb["reported"]):
+        assert f"R{i + 1} {r['model']}: {r['citation']}. <{r['source']}>" in refs
+    # run b's MMAR is on another metadata file: its cell carries a mark, explained in the notes
+    mar_b = lb["measured_cells"][1]["mmar"]
+    assert mar_b["marker"] and not lb["measured_cells"][0]["mmar"]["marker"]
+    row_b = next(x for x in md.splitlines() if x.startswith("| my-rl-model |"))
+    assert f"± {mar_b['std']:.2f}{mar_b['marker']}" in row_b  # mean ± std over repeats, marked
+    sha_b = lb["measured"][1]["tasks"]["mmar"]["data_sha256"]
+    assert f"  - {mar_b['marker']}: measured: task mmar" in md and sha_b[:12] in md
+    # same file for MMAU: no mark on either run
+    assert not lb["measured_cells"][0]["mmau"]["marker"] and not lb["measured_cells"][1]["mmau"]["marker"]
+    # reported numbers with another data version are marked too
+    assert lb["reported_cells"][0]["mmar"]["marker"] not in ("", mar_b["marker"])
+
+
+def test_difference_where_measured_and_reported_meet(fake_board):
+    lb = fake_board["lb"]
+    diffs = [d for d in lb["diffs"] if lb["reported"][d["reported"]]["model"] == "Qwen2-Audio (our earlier paper)"]
+    acc = lb["measured_cells"][0]["mmau"]["value"]
+    (d,) = [d for d in diffs if d["column"] == "mmau"]
+    assert d["delta"] == pytest.approx(acc - 50.0) and d["measured"] == 0
+    md = (fake_board["out"] / "leaderboard.md").read_text()
+    assert "### Measured − reported (same model)" in md
+    assert f"| {acc:.2f} | 50.00" in md and f"{acc - 50.0:+.2f}" in md
+    # the table-1 Qwen2-Audio-Instruct row matches too (alias Qwen/Qwen2-Audio-7B-Instruct)
+    assert any(lb["reported"][d["reported"]]["model"] == "Qwen2-Audio-Instruct" for d in lb["diffs"])
+    # the other run's model is in no published row
+    assert all(d["measured"] == 0 for d in lb["diffs"])
+
+
+def test_csv_holds_every_number_with_its_provenance(fake_board):
+    rows = read_csv(fake_board["out"] / "leaderboard.csv")
+    lb = fake_board["lb"]
+    meas = {(r["run"], r["column"]): r for r in rows if r["kind"] == "measured"}
+    for m, cells in zip(lb["measured"], lb["measured_cells"]):
+        for key, c in cells.items():
+            assert float(meas[(m["run"], key)]["value"]) == pytest.approx(c["value"], abs=1e-4)
+            assert meas[(m["run"], key)]["comparability"].startswith("measured:")
+    assert meas[("run-b", "mmar")]["std"] and meas[("run-b", "mmar")]["repeats"] == "3"
+    assert ("run-a", "mmau[task=sound]") in meas
+    rep = [r for r in rows if r["kind"] == "reported"]
+    assert len({r["model"] for r in rep}) == 17 and all(r["citation"] and r["source"] for r in rep)
+    adt = {r["column"]: r for r in rep if r["model"] == "Audio-DeepThinker"}
+    assert adt["mmsu"]["value"] == "77.26" and adt["mmar:rubrics"]["value"] == "65.29"
+    assert any(r["kind"] == "delta" for r in rows)
+
+
+def test_reasoning_quality_columns_from_cot(fake_board):
+    lb = fake_board["lb"]
+    t = lb["measured"][0]["tasks"]["mmar"]
+    acc = t["accuracy"]["mean"]
+    assert t["cot"]["hybrid"]["mean"] == pytest.approx(0.6 * acc / 100)
+    assert t["cot"]["rubrics"]["score"] == pytest.approx(80 * acc / 100)
+    assert lb["measured"][0]["cot_source"] == "cot.jsonl"
+    cells = lb["measured_cells"][0]
+    assert cells["mmar:hybrid"]["value"] == pytest.approx(0.6 * acc / 100)
+    assert "mmar:hybrid" not in lb["measured_cells"][1]  # run b has no reasoning scores
+    md = (fake_board["out"] / "leaderboard.md").read_text()
+    header = next(x for x in md.splitlines() if x.startswith("| Model | Run | Settings"))
+    assert "| MMAR | MMAR-Rubrics | MMAR hybrid | MMAU test-mini |" in header  # accuracy beside reasoning
+    # measured rubric scores (dt-eval's judge) are marked apart from the challenge's official ones
+    tele = next(i for i, r in enumerate(lb["reported"]) if r["model"].startswith("TeleAI"))
+    assert cells["mmar:rubrics"]["marker"] == "" and lb["reported_cells"][tele]["mmar:rubrics"]["marker"]
+
+
+def test_html_is_self_contained_and_sortable(fake_board):
+    page = (fake_board["out"] / "index.html").read_text()
+    assert page.count('<table class="sortable') >= 4
+    assert "<script src" not in page and "<link" not in page and "@import" not in page
+    assert 'src="http' not in page
+    imgs = [x for x in page.split('<img ')[1:]]
+    assert len(imgs) == len(list((fake_board["out"] / "plots").glob("*.png"))) >= 4
+    assert all('src="data:image/png;base64,' in x for x in imgs)
+    assert 'class="badge reported">reported</span>' in page and "Audio-DeepThinker" in page
+    for png in (fake_board["out"] / "plots").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_verify_passes_then_fails_on_any_change(fake_board, tmp_path):
+    # work on a copy: the module fixture stays intact
+    root = tmp_path / "copy"
+    shutil.copytree(fake_board["root"] / "runs", root / "runs")
+    shutil.copytree(fake_board["out"], root / "site")
+    assert verify(root / "site").ok
+    samples = root / "runs" / "run-a" / "samples.jsonl"
+    original = samples.read_bytes()
+    recs = [json.loads(x) for x in original.decode().splitlines()]
+    i = next(i for i, r in enumerate(recs) if r["task"] == "mmau" and r["correct"])
+    # 1) a wrong answer written over a correct one, consistently (output, extraction, flag)
+    r = recs[i]
+    wrong = next(c for c in r["meta"]["choices"] if c != r["meta"]["answer"])
+    k = r["meta"]["choices"].index(wrong)
+    r["output"] = f"<think>\nI listen.\n</think>\n\n({'ABCDEFGHIJ'[k]}) {wrong}"
+    r["extracted"] |= {"answer_text": wrong, "matched_choice": k}
+    r["prediction"], r["correct"] = r["output"].split("\n\n")[-1], False
+    samples.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recs))
+    rep = verify(root / "site")
+    assert not rep.ok
+    text = "\n".join(rep.problems)
+    assert "samples.jsonl changed since the leaderboard was built" in text
+    assert "mmau accuracy.mean = " in text and "recomputed from samples.jsonl" in text
+    # 2) only a `correct` flag flipped: the flags no longer sum to the rescored count
+    samples.write_bytes(original)
+    recs = [json.loads(x) for x in original.decode().splitlines()]
+    recs[i]["correct"] = False
+    samples.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recs))
+    text = "\n".join(verify(root / "site").problems)
+    assert "`correct` flags sum to" in text and "disagree with their own output" in text
+    # 3) only the raw output changed: re-extraction disagrees with the recorded answer
+    recs = [json.loads(x) for x in original.decode().splitlines()]
+    recs[i]["output"] = "<think>\nI listen.\n</think>\n\nno idea"
+    samples.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recs))
+    text = "\n".join(verify(root / "site").problems)
+    assert "when the answers are extracted again from the raw outputs" in text
+    # 4) a hand edit of the Markdown table
+    samples.write_bytes(original)
+    assert verify(root / "site").ok
+    md = root / "site" / "leaderboard.md"
+    acc = fake_board["lb"]["measured_cells"][0]["mmau"]["value"]
+    md.write_text(md.read_text().replace(f"{acc:.2f}", f"{acc + 1:.2f}", 1))
+    assert any("leaderboard.md differs" in p for p in verify(root / "site").problems)
+    # 5) a changed reasoning score
+    shutil.copy(fake_board["out"] / "leaderboard.md", md)
+    cot = root / "runs" / "run-a" / "cot.jsonl"
+    cot.write_text(cot.read_text().replace('"value": 0.6', '"value": 0.9', 1))
+    text = "\n".join(verify(root / "site").problems)
+    assert "cot.jsonl changed" in text and "mmar cot.hybrid.mean" in text
+
+
+def test_cli_build_and_verify_exit_codes(fake_board, tmp_path):
+    a, b = fake_board["runs"]
+    out = tmp_path / "site"
+    proc = dt_eval("leaderboard", "build", a, b, "--published", PUBLISHED, "--out", out, "--no-plots",
+                   "--name", f"{b}=my-rl-model")
+    assert "2 measured row(s), 16 reported row(s)" in proc.stdout
+    assert not (out / "plots").exists() and (out / "index.html").exists()
+    ok = dt_eval("leaderboard", "verify", out)
+    assert ok.stdout.startswith("OK: 2 run(s)")
+    (out / "leaderboard.csv").write_text("edited\n")
+    bad = dt_eval("leaderboard", "verify", out, check=False)
+    assert bad.returncode == 1 and "FAILED" in bad.stderr and "leaderboard.csv differs" in bad.stderr
+    err = dt_eval("leaderboard", "build", tmp_path, "--out", tmp_path / "x", check=False)
+    assert err.returncode == 2 and "no samples.jsonl" in err.stderr
+    bad_pub = tmp_path / "bad.yaml"
+    bad_pub.write_text("schema: dt-eval-published/1\nentries: [{model: M, citation: c, source: nope, scores: {}}]\n")
+    err = dt_eval("leaderboard", "build", a, "--published", bad_pub, "--out", tmp_path / "y", check=False)
+    assert err.returncode == 2 and "entries.0.source (M)" in err.stderr
+
+
+def test_help_does_not_import_matplotlib():
+    code = ("import sys; from typer.testing import CliRunner; from dt_eval.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(app, ['leaderboard', '--help']); assert 'build' in r.output; "
+            "print(sorted(m for m in ('matplotlib', 'dt_eval.leaderboard.render', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# real runs with the tiny model (slow)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(request):
+    """The deterministic tiny Qwen2-Audio: $DT_EVAL_TEST_TINY_MODEL (a prebuilt copy) when set,
+    else conftest's `det_model_dir`, else the cached build."""
+    import os
+
+    if os.environ.get("DT_EVAL_TEST_TINY_MODEL"):
+        return Path(os.environ["DT_EVAL_TEST_TINY_MODEL"])
+    try:
+        return request.getfixturevalue("det_model_dir")
+    except pytest.FixtureLookupError:
+        from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+
+        return cached_tiny_model(deterministic=True)
+
+
+@pytest.fixture(scope="module")
+def real_board(tiny_model, tmp_path_factory):
+    """Two real runs with different settings, and the leaderboard built by the CLI."""
+    from dt_eval.devtools.synth_audio import make_fake_benchmark
+
+    root = tmp_path_factory.mktemp("lbreal")
+    mmau = make_fake_benchmark(root / "bench" / "mmau", "mmau", 6, seed=3)
+    mmar = make_fake_benchmark(root / "bench" / "mmar", "mmar", 6, seed=5)
+    mmar2 = make_fake_benchmark(root / "bench" / "mmar-other", "mmar", 6, seed=6)  # another metadata file
+    runs = root / "runs"
+    common = ["--model", tiny_model, "--backend", "hf", "--batch-size", "6", "--no-progress", "--tasks", "mmau,mmar"]
+    dt_eval("run", *common, "--data-dir", f"mmau={mmau}", "--data-dir", f"mmar={mmar}",
+            "--output", runs / "think-on")
+    dt_eval("run", *common, "--data-dir", f"mmau={mmau}", "--data-dir", f"mmar={mmar2}",
+            "--output", runs / "think-off-k2", "--thinking", "off", "--limit", "4", "--repeats", "2",
+            "--gen-kwargs", "temperature=0.7,top_p=0.9,max_tokens=48")
+    write_cot(runs / "think-on", "mmar", hybrid=0.72, rubric=0.8)  # reasoning scores on one run
+    pub = test_yaml(root, [{
+        "model": "tiny-qwen2audio (test anchor)", "alias": "tiny-qwen2audio",
+        "citation": "dt-eval tests, made-up anchor for the diff column", "source": "https://example.org/tiny",
+        "checked": "unverified", "check_note": "a test fixture", "scores": {"mmau": 90.0, "mmar": 95.0},
+    }])
+    site = root / "site"
+    proc = dt_eval("leaderboard", "build", runs / "think-on", runs / "think-off-k2", "--published", pub,
+                   "--out", site, "--name", f"{runs / 'think-on'}=tiny-qwen2audio",
+                   "--name", f"{runs / 'think-off-k2'}=tiny-qwen2audio")
+    return {"root": root, "site": site, "runs": runs, "build": proc,
+            "lb": json.loads((site / "leaderboard.json").read_text())}
+
+
+@pytest.mark.slow
+def test_real_runs_build_and_verify(real_board):
+    lb, site = real_board["lb"], real_board["site"]
+    on, off = lb["measured"]
+    assert on["tasks"]["mmau"]["accuracy"]["mean"] == 100.0 and on["tasks"]["mmar"]["items"] == 6
+    assert off["settings"]["thinking"] == "off" and off["tasks"]["mmau"]["repeats"] == 2
+    assert off["tasks"]["mmau"]["items"] == 4 and off["tasks"]["mmau"]["limit"] == 4
+    # different metadata (MMAR) and a different item subset (MMAU --limit 4) are both marked
+    assert lb["measured_cells"][1]["mmar"]["marker"] and lb["measured_cells"][1]["mmau"]["marker"]
+    assert not lb["measured_cells"][0]["mmar"]["marker"]
+    notes = (site / "leaderboard.md").read_text().split("Comparability notes")[1]
+    assert "first 4 (--limit)" in notes and off["tasks"]["mmar"]["data_sha256"][:12] in notes
+    # both runs meet the made-up anchor: measured minus reported
+    mine = [d for d in lb["diffs"] if lb["reported"][d["reported"]]["model"] == "tiny-qwen2audio (test anchor)"]
+    assert {(d["measured"], d["column"]) for d in mine} == {(0, "mmau"), (0, "mmar"), (1, "mmau"), (1, "mmar")}
+    assert next(d for d in mine if d == mine[0])["delta"] == pytest.approx(
+        lb["measured_cells"][0][mine[0]["column"]]["value"] - (90.0 if mine[0]["column"] == "mmau" else 95.0))
+    ok = dt_eval("leaderboard", "verify", site)
+    assert ok.stdout.startswith("OK: 2 run(s)")
+
+
+@pytest.mark.slow
+def test_real_run_corrupted_sample_fails_verify(real_board, tmp_path):
+    shutil.copytree(real_board["runs"], tmp_path / "runs")
+    shutil.copytree(real_board["site"], tmp_path / "site")
+    samples = tmp_path / "runs" / "think-on" / "samples.jsonl"
+    recs = [json.loads(x) for x in samples.read_text().splitlines()]
+    i = next(i for i, r in enumerate(recs) if r["task"] == "mmau")
+    right = recs[i]["extracted"]["answer_text"]
+    wrong = "falling" if right == "rising" else "rising"
+    recs[i]["output"] = recs[i]["output"].replace(right, wrong)
+    recs[i]["extracted"] |= {"answer_text": wrong, "matched_choice": recs[i]["meta"]["choices"].index(wrong)}
+    recs[i]["prediction"] = recs[i]["prediction"].replace(right, wrong)
+    recs[i]["correct"] = recs[i]["correct_raw"] = False
+    samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    bad = dt_eval("leaderboard", "verify", tmp_path / "site", check=False)
+    assert bad.returncode == 1
+    assert "tiny-qwen2audio (think-on): mmau accuracy.mean = 100 in the leaderboard, 83.3333 recomputed" in bad.stderr
+    assert "samples.jsonl changed since the leaderboard was built" in bad.stderr
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(exe).exists():
+        pytest.skip("Debian chromium not installed (make setup-browser: apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')")
+    return exe
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_browser_sorts_columns_and_screenshot(real_board):
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    lb = real_board["lb"]
+    page_path = real_board["site"] / "index.html"
+    args = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_path.as_uri())
+            # reported table, MMAR column
+            headers = page.locator("#reported thead th").all_inner_texts()
+            col = next(i for i, h in enumerate(headers) if h.strip() == "MMAR")
+            th = page.locator("#reported thead th").nth(col)
+
+            def column(table: str, idx: int) -> list[str]:
+                return page.eval_on_selector_all(f"#{table} tbody tr",
+                                                 f"rows => rows.map(r => r.cells[{idx}].getAttribute('data-v'))")
+
+            def models(table: str) -> list[str]:
+                return page.eval_on_selector_all(f"#{table} tbody tr",
+                                                 "rows => rows.map(r => r.cells[0].getAttribute('data-v'))")
+
+            th.click()
+            vals = [float(v) for v in column("reported", col) if v]
+            assert vals == sorted(vals, reverse=True) and len(vals) >= 16
+            assert th.get_attribute("aria-sort") == "descending"
+            assert models("reported")[0] in ("Audio-DeepThinker", "xianghe (Tencent AI Lab, HKUST-GZ)")
+            blanks = column("reported", col)
+            assert all(v for v in blanks[:len(vals)]) and not any(blanks[len(vals):])  # no value: last
+            th.click()
+            vals = [float(v) for v in column("reported", col) if v]
+            assert vals == sorted(vals) and vals[0] == 30.0  # Qwen2-Audio-Instruct
+            assert models("reported")[0] == "Qwen2-Audio-Instruct"
+            # a text column sorts alphabetically
+            page.locator("#reported thead th").nth(0).click()
+            names = models("reported")
+            assert names == sorted(names, key=str.lower)
+            # measured table: MMAU test-mini
+            mh = page.locator("#measured thead th").all_inner_texts()
+            mcol = next(i for i, h in enumerate(mh) if h.strip() == "MMAU test-mini")
+            page.locator("#measured thead th").nth(mcol).click()
+            mvals = [float(v) for v in column("measured", mcol)]
+            assert mvals == sorted(mvals, reverse=True)
+            assert len(mvals) == len(lb["measured"])
+            # the page loaded nothing from the network
+            assert all(u.startswith(("file:", "data:")) for u in requests), requests
+            page.locator("#reported thead th").nth(col).click()  # leave the screenshot sorted by MMAR
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "leaderboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+        finally:
+            browser.close()
+    # keep the plots beside the screenshot for a look
+    for png in (real_board["site"] / "plots").glob("*.png"):
+        shutil.copy(png, ARTIFACTS / f"leaderboard-{png.name}")
+
+
+def test_training_metadata_passes_through(tmp_path):
+    ckpt = tmp_path / "ckpt" / "global_step300"
+    ckpt.mkdir(parents=True)
+    recipe = {"stage": 2, "step": 300, "reward": {"acc": 1.0, "sim_llm": 1.0, "kl_beta": 0.001},
+              "base_model": "Qwen/Qwen3-Omni-30B-A3B-Instruct"}
+    (ckpt / "dt_recipe.json").write_text(json.dumps(recipe))
+    bench = write_bench(tmp_path, "mmau", mmau_records(12, 5))
+    run = fake_run(tmp_path / "run", {"mmau": bench}, 0.6, model=str(ckpt))
+    lb = build_leaderboard([run], tmp_path / "site")
+    m = lb["measured"][0]
+    assert m["training"] == recipe and m["name"] == "ckpt/global_step300"
+    write_all(lb, tmp_path / "site", plots=False)
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "stage 2 · step 300" in md
+    assert '&quot;kl_beta&quot;: 0.001' in (tmp_path / "site" / "index.html").read_text()
+    assert verify(tmp_path / "site").ok

@@ -1,0 +1,203 @@
+"""trained_recipe, fast unit tests (no model): config, data, advantages (GDPO vs GRPO, zero-std
+groups, judge-failure filling), loss aggregation and micro-batch exactness, k3 KL, and the reward's
+accuracy/format terms going through dt-eval's own extraction and official match."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trained_recipe import algo
+from trained_recipe.config import STAGE_COMPONENTS, load_config
+from trained_recipe.data import DataError, McqItem, build_messages, load_items, parse_item, user_text
+from trained_recipe.rewards import RecipeReward, ScoreItem, correctness
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_shipped_configs_load_and_follow_the_paper():
+    c1 = load_config("trained_recipe/configs/stage1.yaml")
+    c2 = load_config("trained_recipe/configs/stage2.yaml")
+    assert c1.stage == 1 and c1.components == ["acc", "fmt", "con", "sim"] and c1.needs_embedder
+    assert c2.stage == 2 and c2.components == ["acc", "sim"] and not c2.needs_embedder
+    assert c2.hard_cases.source == "rollouts" and c2.ref_model is None  # ref = model = stage-1 checkpoint
+    for c in (c1, c2):
+        assert c.optim.lr == 1e-6 and c.algo.beta == 0.001 and c.rollout.group_size == 8
+        assert c.rollout.prompts_per_step * c.rollout.group_size == 224 and c.algo.adv_norm == "gdpo"
+    assert c1.reward_summary()["sim"]["w_llm"] == 0.5 and c2.reward_summary()["sim"]["kind"] == "llm"
+    assert STAGE_COMPONENTS[2] == ["acc", "sim"]
+
+
+def test_overrides_and_strictness(tmp_path):
+    c = load_config("trained_recipe/configs/stage1.yaml",
+                    ["optim.lr=2e-6", "algo.loss_agg=dapo", "model_opts.lora.enabled=true", "reward.components=[acc,fmt]"])
+    assert c.optim.lr == 2e-6 and c.algo.loss_agg == "dapo" and c.model_opts.lora.enabled and c.components == ["acc", "fmt"]
+    for bad in (["optim.lrr=1"], ["algo.loss_agg=ppo"], ["reward.components=[acc,foo]"], ["hard_cases.band=[0.8,0.2]"]):
+        with pytest.raises(ValueError):
+            load_config("trained_recipe/configs/stage1.yaml", bad)
+    (tmp_path / "d.jsonl").write_text("")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: Qwen/Qwen2-Audio-7B-Instruct\ndata: {train: d.jsonl}\n")
+    c = load_config(cfg)
+    assert c.model == "Qwen/Qwen2-Audio-7B-Instruct"  # a hub id stays a hub id
+    assert c.data.train == str(tmp_path / "d.jsonl")  # a file next to the config resolves there
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def test_jsonl_parsing_aliases_letters_and_errors(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    recs = [
+        {"id": "1", "audio": "a.wav", "question": "Q?", "choices": ["dog", "cat"], "answer": "cat", "reference": "r"},
+        {"id": "2", "audio_path": "a.wav", "question": "Q?", "options": ["A. dog", "B. cat"], "answer": "B"},
+        {"id": "3", "wav": "a.wav", "question": "Q?", "choices": ["dog", "cat"], "answer": 0, "thinking": "t", "x": 1},
+    ]
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    items = load_items(p)
+    assert [i.answer for i in items] == ["cat", "cat", "dog"]
+    assert items[1].choices == ["dog", "cat"] and items[2].reference == "t" and items[2].meta == {"x": 1}
+    assert items[0].audio == str(tmp_path / "a.wav")
+    with pytest.raises(DataError, match="not one of the choices"):
+        parse_item({"audio": "a.wav", "question": "q", "choices": ["a", "b"], "answer": "c"}, tmp_path)
+    p.write_text(json.dumps(recs[0]) + "\n" + json.dumps(recs[0]) + "\n")
+    with pytest.raises(DataError, match="duplicate id"):
+        load_items(p)
+    p.write_text(json.dumps({**recs[0], "audio": "missing.wav"}) + "\n")
+    with pytest.raises(DataError, match=r"d.jsonl:1: audio file not found"):
+        load_items(p)
+
+
+def test_prompt_matches_dt_eval_task_prompts():
+    from trained_recipe.config import PromptConfig
+
+    it = McqItem(id="x", audio="/a.wav", question="What is it?", choices=["dog", "cat"], answer="dog")
+    text = user_text(it, PromptConfig(instruction="INSTR"))
+    assert text == "What is it?\n\nOptions:\n(A) dog\n(B) cat\n\nINSTR"  # tasks/mmau.yaml's template
+    msgs = build_messages(it, PromptConfig(system="S"))
+    assert msgs[0] == {"role": "system", "content": "S"}
+    assert msgs[1]["content"][0] == {"type": "audio", "audio_url": "/a.wav"}
+
+
+# -- advantages -----------------------------------------------------------------------------------
+
+
+def test_gdpo_normalises_each_component_before_summing():
+    groups = [0, 0, 0, 0]
+    # acc varies on a 0/1 scale, sim varies on a tiny scale: GRPO (sum) lets acc dominate,
+    # GDPO gives both the same weight in advantage units.
+    rewards = {"acc": np.array([1, 1, 0, 0.0]), "sim": np.array([0.0, 0.01, 0.0, 0.01])}
+    w = {"acc": 1.0, "sim": 1.0}
+    grpo = algo.compute_advantages(rewards, w, groups, "sum", eps=1e-8)
+    gdpo = algo.compute_advantages(rewards, w, groups, "gdpo", eps=1e-8)
+    assert grpo.adv[1] - grpo.adv[0] == pytest.approx(0.02, abs=5e-3)  # sim barely matters
+    assert gdpo.adv[1] - gdpo.adv[0] == pytest.approx(2.0, abs=1e-4)  # sim is a full unit
+    np.testing.assert_allclose(gdpo.adv, [1 - 1, 1 + 1, -1 - 1, -1 + 1], atol=1e-4)
+    # no std scaling (Dr. GRPO): just centred
+    dr = algo.compute_advantages(rewards, w, groups, "sum", scale_by_std=False)
+    np.testing.assert_allclose(dr.adv, rewards["acc"] + rewards["sim"] - np.mean(rewards["acc"] + rewards["sim"]))
+
+
+def test_zero_std_groups_counted_and_give_no_advantage():
+    groups = [0, 0, 1, 1, 2, 2]
+    rewards = {"acc": np.array([1, 1, 0, 1, 0, 0.0]), "fmt": np.array([1, 1, 1, 1, 0, 1.0])}
+    a = algo.compute_advantages(rewards, {}, groups, "gdpo")
+    assert a.zero_std_frac == pytest.approx(1 / 3)  # group 0 is constant in total reward
+    assert a.zero_std_frac_by_comp == {"acc": pytest.approx(2 / 3), "fmt": pytest.approx(2 / 3)}
+    assert a.adv[0] == a.adv[1] == 0.0
+    b = algo.compute_advantages(rewards, {}, groups, "gdpo", batch_whiten=True)
+    assert abs(b.adv.mean()) < 1e-9 and b.adv.std() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_judge_failure_gets_the_group_mean_and_zero_advantage():
+    vals, n = algo.fill_failed([1.0, None, 0.0, 0.5, None, None], [0, 0, 0, 1, 1, 2])
+    np.testing.assert_allclose(vals, [1.0, 0.5, 0.0, 0.5, 0.5, 0.0])
+    assert n == 3
+    a = algo.compute_advantages({"con": vals}, {}, [0, 0, 0, 1, 1, 2], "gdpo")
+    assert a.adv[1] == pytest.approx(0.0) and a.adv[4] == 0.0 and a.adv[5] == 0.0
+    vals, n = algo.fill_failed([None, None], [7, 7])  # nothing scored in the group: constant 0
+    assert list(vals) == [0.0, 0.0] and n == 2
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+
+def test_k3_kl_is_nonnegative_and_zero_at_equality():
+    lp = torch.log(torch.tensor([[0.2, 0.5, 0.9]]))
+    assert torch.all(algo.k3_kl(lp, lp) == 0)
+    ref = torch.log(torch.tensor([[0.4, 0.1, 0.8]]))
+    kl = algo.k3_kl(lp, ref)
+    assert torch.all(kl > 0)
+    r = torch.exp(ref - lp)
+    torch.testing.assert_close(kl, r - torch.log(r) - 1)
+
+
+@pytest.mark.parametrize("mode", ["grpo", "dapo", "dr_grpo"])
+def test_loss_aggregation_is_exact_under_micro_batching(mode):
+    torch.manual_seed(0)
+    n, t = 6, 5
+    logp = torch.randn(n, t, requires_grad=True)
+    ref = torch.randn(n, t)
+    adv = torch.randn(n)
+    mask = torch.ones(n, t)
+    mask[1, 3:] = 0
+    mask[4, 1:] = 0
+    ntok = int(mask.sum())
+
+    def full():
+        tl, _, _ = algo.per_token_loss(logp, logp.detach(), ref, adv, 0.1, 0.2, 0.2)
+        return algo.aggregate(tl, mask, mode, n, ntok, t)
+
+    g_full = torch.autograd.grad(full(), logp)[0]
+    total = 0
+    for ch in ([0, 1], [2, 3, 4], [5]):
+        tl, _, _ = algo.per_token_loss(logp[ch], logp[ch].detach(), ref[ch], adv[ch], 0.1, 0.2, 0.2)
+        total = total + algo.aggregate(tl, mask[ch], mode, n, ntok, t)
+    g_micro = torch.autograd.grad(total, logp)[0]
+    torch.testing.assert_close(g_full, g_micro)
+    # the three modes weight tokens differently: a long completion's tokens count less in grpo
+    if mode == "grpo":
+        assert abs(g_full[4, 0]) > 0 and torch.all(g_full[4, 1:] == 0)
+
+
+def test_policy_gradient_sign_and_clipping():
+    logp = torch.zeros(2, 3, requires_grad=True)
+    adv = torch.tensor([1.0, -1.0])
+    tl, kl, clipped = algo.per_token_loss(logp, logp.detach(), None, adv, 0.0, 0.2, 0.2)
+    assert kl is None and torch.all(clipped == 0)
+    g = torch.autograd.grad(algo.aggregate(tl, torch.ones(2, 3), "grpo", 2, 6, 3), logp)[0]
+    assert torch.all(g[0] < 0) and torch.all(g[1] > 0)  # descent raises logp of the good completion
+    old = torch.full((1, 1), -1.0)  # ratio e^1 > 1.2: clipped, no gradient for a positive advantage
+    lp = torch.zeros(1, 1, requires_grad=True)
+    tl, _, clipped = algo.per_token_loss(lp, old, None, torch.tensor([1.0]), 0.0, 0.2, 0.28)
+    assert clipped.item() == 1.0 and torch.autograd.grad(tl.sum(), lp)[0].item() == 0.0
+
+
+# -- reward terms through dt-eval's own code -------------------------------------------------------
+
+
+def test_accuracy_is_dt_evals_extraction_plus_official_match():
+    ch = ["rising", "falling"]
+    assert correctness("<think>up</think>\n\n(A) rising", ch, "rising")[0]
+    assert correctness("<think>up</think> The answer is B.", ch, "falling")[0]
+    assert not correctness("<think>up</think> rising or falling", ch, "rising")[0]  # official match: ambiguous
+    assert not correctness("<think>never closed", ch, "rising")[0]  # truncated: no answer
+    assert not correctness("(C)", ch, "rising")[0]
+
+
+def test_reward_acc_fmt_without_a_judge():
+    r = RecipeReward(["acc", "fmt"], stage=1)
+    it = ScoreItem(id="i", question="q", choices=["rising", "falling"], answer="rising")
+    texts = ["<think>goes up</think>\n(A) rising", "(A) rising", "<think>down</think> falling", "<think></think> rising"]
+    rb = r.score([it] * 4, texts)
+    assert rb.values["acc"] == [1.0, 1.0, 0.0, 1.0]
+    assert rb.values["fmt"] == [1.0, 0.0, 1.0, 0.0]  # no reasoning block / empty reasoning fail the format
+    assert rb.failures() == 0 and rb.judged_count() == 0
+    r.close()
+    with pytest.raises(ValueError, match="judge"):
+        RecipeReward(["acc", "con"], stage=1)

@@ -1,0 +1,226 @@
+"""Audio MCQ training data: a generic JSONL format (AVQA-style), prompts, and a synthetic task.
+
+One JSON object per line:
+
+    {"id": "avqa-0001", "audio": "clips/0001.wav", "question": "What is making the sound?",
+     "choices": ["a dog", "a cat", "a car", "rain"], "answer": "a dog",
+     "reference": "The clip has short, sharp barks ... so the source is a dog."}
+
+- ``audio``: a file path, relative to the JSONL's folder (or ``data.audio_root``). Aliases:
+  ``audio_path``, ``audio_id``, ``wav``, ``path``.
+- ``choices`` (alias ``options``): the option texts, in order. Option strings that carry their
+  own label ("A. a dog", "(A) a dog") are accepted and stripped.
+- ``answer`` (aliases ``gt``, ``label``): the correct option's text, or its letter ("A", "(B)"),
+  or its 0-based index.
+- ``reference`` (aliases ``reference_chain``, ``thinking``, ``cot``): the reference chain r*
+  (optional; needed by the similarity reward). A ``dt-eval refs build`` file given as
+  ``data.references`` fills in chains by id.
+Everything else is kept in ``meta``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import PromptConfig
+
+_AUDIO_KEYS = ("audio", "audio_path", "audio_id", "wav", "path")
+_CHOICE_KEYS = ("choices", "options")
+_ANSWER_KEYS = ("answer", "gt", "label")
+_REF_KEYS = ("reference", "reference_chain", "thinking", "cot")
+_LABELLED = re.compile(r"^\s*[\(\[]?([A-J])[\)\].:]\s+(.+?)\s*$")
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass
+class McqItem:
+    id: str
+    audio: str  # absolute path
+    question: str
+    choices: list[str]
+    answer: str  # option text
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "audio": self.audio, "question": self.question, "choices": self.choices,
+                "answer": self.answer, "reference": self.reference, "meta": self.meta}
+
+
+def _first(rec: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if rec.get(k) not in (None, ""):
+            return rec[k]
+    return None
+
+
+def _clean_choices(raw: Any) -> list[str]:
+    if isinstance(raw, dict):  # {"A": "...", "B": "..."}
+        raw = [raw[k] for k in sorted(raw)]
+    if not isinstance(raw, list) or not raw:
+        raise DataError("needs a non-empty list of choices")
+    out = []
+    for c in raw:
+        s = str(c).strip()
+        m = _LABELLED.match(s)
+        out.append(m.group(2) if m and all(_LABELLED.match(str(x).strip()) for x in raw) else s)
+    return out
+
+
+def _answer_text(ans: Any, choices: list[str], labels: str = "ABCDEFGHIJ") -> str:
+    if isinstance(ans, int) and not isinstance(ans, bool):
+        if not 0 <= ans < len(choices):
+            raise DataError(f"answer index {ans} out of range")
+        return choices[ans]
+    s = str(ans).strip()
+    if s in choices:
+        return s
+    m = re.fullmatch(r"[\(\[]?([A-J])[\)\].]?", s)
+    if m and labels.index(m.group(1)) < len(choices):
+        return choices[labels.index(m.group(1))]
+    m = _LABELLED.match(s)
+    if m and m.group(2) in choices:
+        return m.group(2)
+    low = [c.lower() for c in choices]
+    if s.lower() in low:
+        return choices[low.index(s.lower())]
+    raise DataError(f"answer {s!r} is not one of the choices {choices}")
+
+
+def parse_item(rec: dict[str, Any], base: Path, index: int = 0) -> McqItem:
+    audio = _first(rec, _AUDIO_KEYS)
+    if not audio:
+        raise DataError("no audio path")
+    p = Path(str(audio)).expanduser()
+    if not p.is_absolute():
+        p = (base / p).resolve()
+    choices = _clean_choices(_first(rec, _CHOICE_KEYS))
+    ans = _first(rec, _ANSWER_KEYS)
+    if ans is None:
+        raise DataError("no answer")
+    question = str(rec.get("question") or rec.get("problem") or "").strip()
+    if not question:
+        raise DataError("no question")
+    known = set(_AUDIO_KEYS + _CHOICE_KEYS + _ANSWER_KEYS + _REF_KEYS + ("id", "question", "problem"))
+    ref = _first(rec, _REF_KEYS)
+    return McqItem(id=str(rec.get("id", index)), audio=str(p), question=question, choices=choices,
+                   answer=_answer_text(ans, choices), reference=str(ref) if ref else None,
+                   meta={k: v for k, v in rec.items() if k not in known})
+
+
+def load_items(path: str | Path, audio_root: str | Path | None = None, references: str | Path | None = None,
+               limit: int | None = None, check_audio: bool = True) -> list[McqItem]:
+    """Read and validate the JSONL; errors name the line. Duplicate ids are errors."""
+    path = Path(path)
+    base = Path(audio_root) if audio_root else path.resolve().parent
+    items: list[McqItem] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                item = parse_item(rec, base, len(items))
+            except (ValueError, DataError) as e:
+                raise DataError(f"{path}:{n}: {e}") from None
+            if item.id in seen:
+                raise DataError(f"{path}:{n}: duplicate id {item.id!r}")
+            if check_audio and not Path(item.audio).exists():
+                raise DataError(f"{path}:{n}: audio file not found: {item.audio}")
+            seen.add(item.id)
+            items.append(item)
+            if limit is not None and len(items) >= limit:
+                break
+    if not items:
+        raise DataError(f"{path}: no items")
+    if references:
+        from dt_eval.cot.refs import load_references
+
+        refs = load_references(references)
+        for it in items:
+            if it.id in refs and not it.reference:
+                it.reference = refs[it.id]
+    return items
+
+
+def render_options(choices: list[str], cfg: PromptConfig) -> str:
+    if len(choices) > len(cfg.labels):
+        raise DataError(f"{len(choices)} options but only {len(cfg.labels)} labels")
+    return "\n".join(cfg.option_format.format(label=cfg.labels[i], text=c) for i, c in enumerate(choices))
+
+
+def user_text(item: McqItem, cfg: PromptConfig) -> str:
+    return cfg.template.format(question=item.question, options=render_options(item.choices, cfg),
+                               instruction=cfg.instruction).strip()
+
+
+def build_messages(item: McqItem, cfg: PromptConfig) -> list[dict[str, Any]]:
+    """Chat messages with one audio part (the processor's chat template places the audio tokens)."""
+    text = {"type": "text", "text": user_text(item, cfg)}
+    audio = {"type": "audio", "audio_url": item.audio}
+    msgs: list[dict[str, Any]] = []
+    if cfg.system is not None:
+        msgs.append({"role": "system", "content": cfg.system})
+    msgs.append({"role": "user", "content": [audio, text] if cfg.audio_first else [text, audio]})
+    return msgs
+
+
+# -- synthetic task: rising vs falling pitch --------------------------------------------------------
+
+SYNTH_QUESTIONS = (
+    "Does the pitch of the tone go up or down?",
+    "Listen to the tone. Is its pitch rising or falling?",
+    "Which best describes how the pitch changes over the clip?",
+    "What is the direction of the frequency sweep in this recording?",
+)
+SYNTH_REFERENCES = {
+    "rising": "The tone starts low and its pitch goes up steadily until the end of the clip, so the sweep is rising.",
+    "falling": "The tone starts high and its pitch goes down steadily until the end of the clip, so the sweep is falling.",
+}
+
+
+def make_synthetic_task(out_dir: str | Path, n: int, seed: int = 0, name: str = "train",
+                        seconds: tuple[float, float] = (1.0, 2.5), silence: bool = False,
+                        low_hz: tuple[float, float] = (200.0, 600.0), ratio: tuple[float, float] = (2.0, 5.0)) -> Path:
+    """Write ``n`` rising/falling sweep MCQs (balanced, with reference chains) as NAME.jsonl + wavs.
+
+    The answer depends only on the audio (questions and options never give it away). With
+    ``silence`` every clip is replaced by silence of the same length (the audio-ablation control).
+    Each sweep spans [lo, lo * r] Hz, lo drawn from ``low_hz`` and r from ``ratio`` (capped at 3.5 kHz).
+    """
+    import numpy as np
+    import soundfile as sf
+
+    from dt_eval.devtools.synth_audio import sweep
+
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        direction = ("rising", "falling")[i % 2]
+        lo = float(rng.uniform(*low_hz))
+        hi = float(min(lo * rng.uniform(*ratio), 3500.0))
+        f0, f1 = (lo, hi) if direction == "rising" else (hi, lo)
+        secs = float(rng.uniform(*seconds))
+        audio = sweep(direction, secs, 16000, f0, f1, float(rng.uniform(0.1, 0.6)))
+        if silence:
+            audio = np.zeros_like(audio)
+        rel = f"audio/{name}-{i:05d}.wav"
+        sf.write(out / rel, audio, 16000, subtype="PCM_16")
+        question = SYNTH_QUESTIONS[int(rng.integers(0, len(SYNTH_QUESTIONS)))]  # independent of the answer
+        lines.append({"id": f"{name}-{i:05d}", "audio": rel, "question": question,
+                      "choices": ["rising", "falling"], "answer": direction,
+                      "reference": SYNTH_REFERENCES[direction], "direction": direction})
+    order = rng.permutation(n)
+    path = out / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(lines[i]) + "\n" for i in order), encoding="utf-8")
+    return path

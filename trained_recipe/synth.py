@@ -1,0 +1,156 @@
+"""A tiny audio LM that has the output format but does not listen -- the starting point of the
+CPU smoke test and of benchmarks/recipe_learning.py.
+
+:func:`build_format_model` takes the random tiny Qwen2-Audio (dt_eval.devtools.tiny_qwen2audio)
+and fine-tunes it briefly on the recipe's own prompts (rising/falling sweeps), with targets
+
+    <think>\nThe pitch goes up.\n</think>\n\n(A) rising      or
+    <think>\nThe pitch goes down.\n</think>\n\n(B) falling
+
+chosen by a coin flip *independent of the audio*. The result writes a well-formed reasoning
+block and a consistent answer, but answers rising/falling at chance: RL with an accuracy reward
+can only improve it by learning to use the audio (which is the point of the benchmark).
+:func:`cached_format_model` builds it once per (this file, transformers, torch) under
+``$DT_EVAL_CACHE`` (default ``~/.cache/dt-eval``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+TARGETS = {
+    "rising": "<think>\nThe pitch goes up.\n</think>\n\n(A) rising",
+    "falling": "<think>\nThe pitch goes down.\n</think>\n\n(B) falling",
+}
+
+
+def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: float = 3e-3,
+                       batch_size: int = 8, n_train: int = 64, listen_prob: float = 0.5,
+                       base: str = "random", verbose: bool = False) -> Path:
+    """`listen_prob`: probability that a training target follows the audio (0.5 = a coin flip:
+    format only; higher values give a partial listener). `base`: "random" (the random tiny model)
+    or "listener" (dt-eval's deterministic tiny model, whose audio encoder already tells rising
+    from falling: the coin-flip fine-tune then only un-learns *using* it)."""
+    import numpy as np
+    import torch
+
+    from dt_eval.devtools.tiny_qwen2audio import EOS_TOKEN, build_tiny_model
+
+    from . import audio_window
+    from .config import PromptConfig
+    from .data import McqItem, build_messages, load_items, make_synthetic_task
+    from .policy import Policy, load_audio_array
+
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        if base == "listener":
+            from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+
+            src = cached_tiny_model(deterministic=True)
+        else:
+            src = build_tiny_model(Path(tmp) / "random", seed=seed)
+        data_path = make_synthetic_task(Path(tmp) / "data", n_train, seed=seed + 7, name="warm")
+        items: list[McqItem] = load_items(data_path)
+        pol = Policy(str(src), device="cpu", audio_window_mode="auto")
+        tok = pol.tokenizer
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        examples = []
+        for it in items:
+            enc = pol.encode([build_messages(it, PromptConfig())], [load_audio_array(it.audio, pol.rate, 30.0)])
+            truth = it.meta.get("direction") or it.answer
+            other = "falling" if truth == "rising" else "rising"
+            target = TARGETS[truth if rng.random() < listen_prob else other]  # 0.5: a coin flip, not the audio
+            tgt = tok(target + EOS_TOKEN, add_special_tokens=False)["input_ids"]
+            examples.append((enc, torch.tensor(tgt)))
+        model = pol.model
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+        for step in range(steps):
+            batch = [examples[int(i)] for i in rng.integers(0, len(examples), size=batch_size)]
+            seqs = [torch.cat([enc.input_ids[0], tgt]) for enc, tgt in batch]
+            width = max(len(x) for x in seqs)
+            ids = torch.full((len(seqs), width), pol.pad_id, dtype=torch.long)
+            am = torch.zeros_like(ids)
+            labels = torch.full_like(ids, -100)
+            for j, ((enc, tgt), x) in enumerate(zip(batch, seqs)):
+                ids[j, :len(x)], am[j, :len(x)] = x, 1
+                labels[j, enc.input_ids.shape[1]:len(x)] = tgt
+            mm = {k: torch.cat([enc.mm[k] for enc, _ in batch]) for k in batch[0][0].mm}
+            opt.zero_grad(set_to_none=True)
+            with audio_window.maybe_windowed(model, mm, True) as mm_in:
+                logits = model(input_ids=ids, attention_mask=am, **mm_in).logits[:, :-1]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                     labels[:, 1:].reshape(-1), ignore_index=-100)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if verbose and step % 20 == 0:
+                print(f"warm-start step {step} loss {loss.item():.3f}", flush=True)
+        model.eval()
+        pol.save_hf(out)
+    return out
+
+
+def _cache_key() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for mod in ("data.py",):  # the prompts and the synthetic task
+        h.update((Path(__file__).parent / mod).read_bytes())
+    import dt_eval.devtools.tiny_qwen2audio as tq
+
+    h.update(Path(tq.__file__).read_bytes())
+    for pkg in ("transformers", "torch"):
+        try:
+            h.update(f"{pkg}=={version(pkg)}".encode())
+        except PackageNotFoundError:
+            pass
+    return h.hexdigest()[:12]
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "random") -> Path:
+    """The format-but-not-listening tiny model (or a partial listener with `listen_prob` > 0.5),
+    built on first use (~1 min on 2 cores)."""
+    from dt_eval.devtools.tiny_qwen2audio import cache_root
+
+    tag = "" if (listen_prob, steps, base) == (0.5, 80, "random") else f"-q{listen_prob:g}-s{steps}-{base}"
+    base = cache_root() / f"dt-recipe-format-model-{_cache_key()}{tag}"
+    if (base / "config.json").exists():
+        return base
+    with _lock(base.with_name(base.name + ".lock")):
+        if (base / "config.json").exists():
+            return base
+        tmp = Path(tempfile.mkdtemp(prefix=".format-", dir=base.parent))
+        try:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                build_format_model(tmp / "model", steps=steps, listen_prob=listen_prob, base=base)
+            finally:
+                torch.set_num_threads(threads)
+            os.rename(tmp / "model", base)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return base
