@@ -434,9 +434,16 @@ def real_board(tiny_model, tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_runs_build_and_verify(real_board):
+    from dt_eval.report import load_run_results
+
     lb, site = real_board["lb"], real_board["site"]
     on, off = lb["measured"]
-    assert on["tasks"]["mmau"]["accuracy"]["mean"] == 100.0 and on["tasks"]["mmar"]["items"] == 6
+    for m, run in ((on, "think-on"), (off, "think-off-k2")):  # the numbers `dt-eval report` prints
+        rep = load_run_results(real_board["runs"] / run)["tasks"]
+        for task in ("mmau", "mmar"):
+            assert m["tasks"][task]["accuracy"]["mean"] == pytest.approx(rep[task]["accuracy_mean"])
+            assert m["tasks"][task]["accuracy"]["std"] == pytest.approx(rep[task]["accuracy_std"])
+    assert on["tasks"]["mmar"]["items"] == 6 and on["tasks"]["mmar"]["cot"]["hybrid"]["mean"] is not None
     assert off["settings"]["thinking"] == "off" and off["tasks"]["mmau"]["repeats"] == 2
     assert off["tasks"]["mmau"]["items"] == 4 and off["tasks"]["mmau"]["limit"] == 4
     # different metadata (MMAR) and a different item subset (MMAU --limit 4) are both marked
@@ -457,19 +464,28 @@ def test_real_runs_build_and_verify(real_board):
 def test_real_run_corrupted_sample_fails_verify(real_board, tmp_path):
     shutil.copytree(real_board["runs"], tmp_path / "runs")
     shutil.copytree(real_board["site"], tmp_path / "site")
+    from dt_eval.data import _to_item
+
     samples = tmp_path / "runs" / "think-on" / "samples.jsonl"
     recs = [json.loads(x) for x in samples.read_text().splitlines()]
     i = next(i for i, r in enumerate(recs) if r["task"] == "mmau")
-    right = recs[i]["extracted"]["answer_text"]
-    wrong = "falling" if right == "rising" else "rising"
-    recs[i]["output"] = recs[i]["output"].replace(right, wrong)
-    recs[i]["extracted"] |= {"answer_text": wrong, "matched_choice": recs[i]["meta"]["choices"].index(wrong)}
-    recs[i]["prediction"] = recs[i]["prediction"].replace(right, wrong)
-    recs[i]["correct"] = recs[i]["correct_raw"] = False
-    samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    # one sample's output replaced by the other answer; the record rebuilt consistently from it
+    r, cfg = recs[i], load_task("mmau")
+    flip = "falling" if r["correct"] == (r["meta"]["answer"] == "rising") else "rising"
+    text = f"<think>\nThe pitch goes {'up' if flip == 'rising' else 'down'}.\n</think>\n\n" \
+           f"({'AB'[r['meta']['choices'].index(flip)]}) {flip}"
+    item = _to_item(cfg, r["meta"], r["index"], None)
+    recs[i] = make_sample_record(cfg, r["index"], item, r["repeat"],
+                                 Generation(key=r["key"], text=text, finish_reason="stop"), [], None) | {"meta": r["meta"]}
+    assert recs[i]["correct"] != r["correct"]
+    samples.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recs))
+    before = real_board["lb"]["measured"][0]["tasks"]["mmau"]["accuracy"]["mean"]
+    after = before + (100 / 6 if recs[i]["correct"] else -100 / 6)
     bad = dt_eval("leaderboard", "verify", tmp_path / "site", check=False)
     assert bad.returncode == 1
-    assert "tiny-qwen2audio (think-on): mmau accuracy.mean = 100 in the leaderboard, 83.3333 recomputed" in bad.stderr
+    show = lambda v: f"{v:.4f}".rstrip("0").rstrip(".")  # noqa: E731
+    assert (f"tiny-qwen2audio (think-on): mmau accuracy.mean = {show(before)} in the leaderboard, "
+            f"{show(after)} recomputed from samples.jsonl") in bad.stderr
     assert "samples.jsonl changed since the leaderboard was built" in bad.stderr
 
 
@@ -515,13 +531,15 @@ def test_browser_sorts_columns_and_screenshot(real_board):
             vals = [float(v) for v in column("reported", col) if v]
             assert vals == sorted(vals, reverse=True) and len(vals) >= 16
             assert th.get_attribute("aria-sort") == "descending"
-            assert models("reported")[0] in ("Audio-DeepThinker", "xianghe (Tencent AI Lab, HKUST-GZ)")
+            best = max(c["mmar"]["value"] for c in lb["reported_cells"] if "mmar" in c)
+            assert [c.get("mmar", {}).get("value") for c in lb["reported_cells"]][
+                [r["model"] for r in lb["reported"]].index(models("reported")[0])] == best
             blanks = column("reported", col)
             assert all(v for v in blanks[:len(vals)]) and not any(blanks[len(vals):])  # no value: last
             th.click()
             vals = [float(v) for v in column("reported", col) if v]
-            assert vals == sorted(vals) and vals[0] == 30.0  # Qwen2-Audio-Instruct
-            assert models("reported")[0] == "Qwen2-Audio-Instruct"
+            assert vals == sorted(vals) and vals[0] == 30.0
+            assert models("reported")[0] == "Qwen2-Audio-Instruct"  # 30.00 MMAR in Table 1
             # a text column sorts alphabetically
             page.locator("#reported thead th").nth(0).click()
             names = models("reported")

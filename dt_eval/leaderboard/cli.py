@@ -32,7 +32,7 @@ def build_cmd(
     published: Annotated[Optional[Path], typer.Option("--published", help="Published numbers to show as reported anchor rows, e.g. leaderboard/published.yaml.")] = None,
     name: Annotated[Optional[list[str]], typer.Option("--name", help="Display name of a run: RUN_DIR=NAME (repeatable). Default: dt_recipe.json's name, else the model's name.")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Page and table title.")] = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Render PNG plots with matplotlib (pip install 'dt-eval[leaderboard]').")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Render PNG plots (needs matplotlib: the `leaderboard` extra of dt-eval).")] = True,
 ) -> None:
     """Build the leaderboard from run directories (every number recomputed from samples.jsonl)."""
     from .build import BuildError, build_leaderboard
