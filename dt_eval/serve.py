@@ -100,6 +100,6 @@ def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 def start(cmd: ServeCommand, log_path: Path | None = None) -> subprocess.Popen:
     env = os.environ | cmd.env
-    out = open(log_path, "ab") if log_path else None
-    return subprocess.Popen(cmd.argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                            start_new_session=True)
+    # The server's own logs go to our stderr (or a file): our stdout carries only "ready: URL".
+    out = open(log_path, "ab") if log_path else sys.stderr
+    return subprocess.Popen(cmd.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

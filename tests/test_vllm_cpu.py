@@ -78,7 +78,7 @@ def test_serve_then_openai_backend_matches_hf(bench_and_hf, det_model_dir):
         start_new_session=True,
     )
     try:
-        line = server.stdout.readline()  # blocks until healthy (or the server died)
+        line = server.stdout.readline()  # blocks until healthy (or the server died); only "ready:" is on stdout
         assert line.startswith("ready: "), server.stderr.read()[-4000:] if server.poll() is not None else line
         url = line.split()[1]
         run = root / "openai"
