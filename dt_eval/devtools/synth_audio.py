@@ -35,7 +35,7 @@ Task = Literal["mmau", "mmar", "mmsu"]
 DEFAULT_SR = 16000
 _FADE_S = 0.01  # 10 ms raised-cosine fade in/out, avoids clicks at the edges
 
-#: Metadata keys of the real releases (schema facts, see /work/shared/benchmarks/*/SOURCE.md).
+#: Metadata keys of the real releases (schema facts of the distributed metadata files).
 MMAU_KEYS = (
     "id", "audio_id", "question", "choices", "answer", "dataset", "task", "split",
     "category", "sub-category", "difficulty",
