@@ -15,7 +15,7 @@ from dt_eval.devtools import synth_audio as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Schema facts, observed in the real metadata (/work/shared/benchmarks: MMAU test-mini
+# Schema facts, observed in the real metadata files (MMAU test-mini
 # mmau-test-mini.json, MMAR MMAR-meta.jsonl; MMSU: the HF parquet columns of ddwang2000/MMSU).
 MMAU_KEYS = {"id", "audio_id", "question", "choices", "answer", "dataset", "task", "split",
              "category", "sub-category", "difficulty"}
