@@ -138,6 +138,45 @@ def test_stream_errors_are_clean_and_keyless():
         asyncio.run(go())
 
 
+def test_demo_coalesces_a_fast_stream(tmp_path):
+    """120 reasoning chunks 2 ms apart: the screen gets a handful of updates (at most one per
+    update interval, plus the urgent ones), the first text at once, and the full final text."""
+    pytest.importorskip("gradio")
+    from aiohttp import web
+
+    from dt_eval.demo import build_demo
+    from dt_eval.devtools.synth_audio import sweep, write_wav
+
+    clip = write_wav(tmp_path / "rising.wav", sweep("rising", 1.0))
+    words = [f"w{i} " for i in range(120)]
+    chunks = ([{"reasoning": w} for w in words] + [{"content": "\n\n(A) "}, {"content": "rising"}, {"_finish": "stop"},
+              "data: [DONE]\n\n"])
+
+    async def go():
+        app, _ = _fake_sse(chunks)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            demo = build_demo(f"http://127.0.0.1:{port}/v1", "m", window_s=None, examples=False,
+                              update_interval_s=0.05)
+            return [out async for out in demo.fn({"text": "q", "files": [str(clip)]}, [], "")]
+        finally:
+            await runner.cleanup()
+
+    t0 = time.perf_counter()
+    outs = asyncio.run(go())
+    elapsed = time.perf_counter() - t0
+    assert 3 <= len(outs) <= 6 + elapsed / 0.05, len(outs)
+    first = outs[0][0]
+    assert first.metadata["status"] == "pending" and first.content.startswith("w0")
+    final = outs[-1]
+    assert final[0].content == "".join(words).strip() and final[0].metadata["status"] == "done"
+    assert final[1].content == "(A) rising"
+
+
 def test_options_auth_and_settings():
     from dt_eval.demo import DemoError, InputProblem, model_settings, parse_auth, parse_options, render_question
 
@@ -360,8 +399,9 @@ def test_demo_bad_inputs_get_chat_messages(demo_url, clips):
 
     _, final = _ask(demo_url, clips["long"])  # 40 s > the tiny preset's 30 s window
     assert "40.0 s" in final[0]["content"] and "only the first 30 s were used" in final[0]["content"]
-    assert _thinking(final)["metadata"]["status"] == "done" and _answers(final)[-1].strip()
-    assert not any(a.startswith("⚠️") for a in _answers(final)[1:])
+    # Then the model's turn (the tiny model was trained on 1-4 s clips: its words do not matter).
+    assert _thinking(final)["metadata"]["status"] == "done", final
+    assert not any("server" in a or "Could not" in a for a in _answers(final)[1:]), final
 
     _, final = _ask(demo_url, clips["rising"], options="just one option")
     assert "at least two options" in final[-1]["content"]
