@@ -2,18 +2,22 @@
 the audio (a rising vs a falling pitch sweep), next to the same run with every training clip
 replaced by silence.
 
-    python benchmarks/recipe_learning.py [--steps 40] [--threads 1] [--out trained_recipe/figures]
+    python benchmarks/recipe_learning.py [--steps 100] [--lr 5e-4] [--threads 1] [--out trained_recipe/figures]
 
-Start model (trained_recipe.synth, `--base listener`): dt-eval's deterministic tiny Qwen2-Audio
-(whose audio encoder tells rising from falling), fine-tuned on the recipe's prompts to write
-`<think>...</think> (A) rising` / `(B) falling` with the choice drawn by a coin flip, independent
-of the audio: it keeps the format and the audio features but no longer *uses* them -- it answers
-at chance. (From the random tiny model, `--base random`, a 40-step CPU run does not find the
-audio: the random encoder gives RL nothing to reinforce yet -- see the README.) Both runs use the
-recipe's trainer unchanged (GDPO, grpo loss, k3 KL; lr 1e-3 for the tiny model) with the accuracy
-+ format reward only (no judge: CPU time; the judge-based terms are exercised by
+Start model (trained_recipe.synth; defaults `--base listener --listen-prob 0.75 --warm-steps 80`):
+dt-eval's deterministic tiny Qwen2-Audio (a perfect listener: 100% greedy / 93% sampled on these
+prompts), fine-tuned on the recipe's prompts to write `<think>...</think> (A) rising` /
+`(B) falling` on targets that follow the audio 75% of the time. That fine-tune leaves it at
+chance (47% sampled, greedy always "falling"). Both runs use the recipe's trainer unchanged
+(GDPO, grpo loss, k3 KL, beta 0.01; lr 5e-4 -- 1e-3 was too noisy for the tiny model) with the
+accuracy + format reward only (no judge: CPU time; the judge-based terms are exercised by
 tests/test_recipe.py). Held-out accuracy is measured on real audio, greedy and sampled (T=1,
 4 samples per item), before and after.
+
+Result on the 2-core CPU (see trained_recipe/README.md): within 100 steps neither run learns to
+listen (audio 47.3% -> 48.0% sampled, silence 47.3% -> 53.5%): on this tiny model the policy
+gradient is far weaker than the supervised signal that taught it to listen in the first place
+(~300 steps at lr 3e-3), so the question needs a longer run (or a GPU) to answer.
 
 Writes recipe_learning.png and recipe_learning.json into --out and prints the figures.
 """
@@ -51,7 +55,7 @@ def held_out_accuracy(model_dir: str, items, samples: int = 4) -> dict[str, floa
     return out
 
 
-def train(model: str, data: Path, out: Path, steps: int, threads: int, seed: int) -> tuple[str, list[dict]]:
+def train(model: str, data: Path, out: Path, steps: int, threads: int, seed: int, lr: float) -> tuple[str, list[dict]]:
     from trained_recipe.config import load_config
     from trained_recipe.trainer import Trainer
 
@@ -60,7 +64,7 @@ def train(model: str, data: Path, out: Path, steps: int, threads: int, seed: int
         "reward": {"components": ["acc", "fmt"]},
         "rollout": {"group_size": 8, "prompts_per_step": 8, "max_completion_length": 20, "temperature": 1.0,
                     "generation_batch_size": 64},
-        "optim": {"steps": steps, "lr": 1e-3, "warmup_steps": 5, "micro_batch_size": 32, "max_grad_norm": 1.0},
+        "optim": {"steps": steps, "lr": lr, "warmup_steps": 5, "micro_batch_size": 32, "max_grad_norm": 1.0},
         "algo": {"beta": 0.01, "adv_norm": "gdpo", "loss_agg": "grpo"},
         "checkpoint": {"every": steps, "keep_last": 1},
         "log": {"progress": True, "samples_every": 0}, "model_opts": {"cpu_threads": threads}})
@@ -76,13 +80,16 @@ def train(model: str, data: Path, out: Path, steps: int, threads: int, seed: int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--train-items", type=int, default=64)
     ap.add_argument("--held-out", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--listen-prob", type=float, default=0.5, help="warm start: P(target follows the audio)")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--listen-prob", type=float, default=0.75, help="warm start: P(target follows the audio)")
     ap.add_argument("--base", choices=("listener", "random"), default="listener", help="warm start from")
+    ap.add_argument("--warm-steps", type=int, default=80, help="warm-start fine-tune steps")
+    ap.add_argument("--warm-lr", type=float, default=3e-3, help="warm-start fine-tune learning rate")
     ap.add_argument("--out", default=str(ROOT / "trained_recipe" / "figures"))
     args = ap.parse_args()
 
@@ -93,7 +100,8 @@ def main() -> int:
     from trained_recipe.synth import cached_format_model
 
     t0 = time.monotonic()
-    start = str(cached_format_model(listen_prob=args.listen_prob, base=args.base))
+    start = str(cached_format_model(listen_prob=args.listen_prob, base=args.base, steps=args.warm_steps,
+                                    lr=args.warm_lr))
     print(f"start model (base {args.base}, listen prob {args.listen_prob}): {start} ({time.monotonic() - t0:.0f} s)", flush=True)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,11 +112,12 @@ def main() -> int:
         held = load_items(make_synthetic_task(tmp / "held", args.held_out, seed=args.seed + 99, name="held"))
         before = held_out_accuracy(start, held)
         print(f"before: held-out accuracy greedy {before['greedy']:.1f}%  sampled {before['sampled']:.1f}%", flush=True)
-        results = {"steps": args.steps, "listen_prob": args.listen_prob, "base": args.base, "train_items": args.train_items, "held_out_items": args.held_out,
+        results = {"steps": args.steps, "lr": args.lr, "listen_prob": args.listen_prob, "base": args.base,
+                   "warm_steps": args.warm_steps, "warm_lr": args.warm_lr, "train_items": args.train_items, "held_out_items": args.held_out,
                    "reward": "acc + fmt (no judge terms)", "before": before, "runs": {}}
         for name, data in (("audio", real), ("silence", silent)):
             t1 = time.monotonic()
-            final, rows = train(start, data, tmp / f"run-{name}", args.steps, args.threads, args.seed)
+            final, rows = train(start, data, tmp / f"run-{name}", args.steps, args.threads, args.seed, args.lr)
             after = held_out_accuracy(final, held)
             secs = time.monotonic() - t1
             results["runs"][name] = {

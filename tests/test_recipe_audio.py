@@ -103,7 +103,7 @@ def grad_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step()` has been overridden")
+@pytest.mark.filterwarnings("ignore:Seems like:UserWarning")
 def test_gradient_changes_when_only_the_audio_changes(setup):
     t = make_trainer(setup)
     ro = rollout_for_first_item(t)

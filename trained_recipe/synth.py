@@ -128,12 +128,12 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "random") -> Path:
+def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "random", lr: float = 3e-3) -> Path:
     """The format-but-not-listening tiny model (or a partial listener with `listen_prob` > 0.5),
     built on first use (~1 min on 2 cores)."""
     from dt_eval.devtools.tiny_qwen2audio import cache_root
 
-    tag = "" if (listen_prob, steps, base) == (0.5, 80, "random") else f"-q{listen_prob:g}-s{steps}-{base}"
+    tag = "" if (listen_prob, steps, base, lr) == (0.5, 80, "random", 3e-3) else f"-q{listen_prob:g}-s{steps}-{base}-lr{lr:g}"
     base = cache_root() / f"dt-recipe-format-model-{_cache_key()}{tag}"
     if (base / "config.json").exists():
         return base
@@ -147,7 +147,7 @@ def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                build_format_model(tmp / "model", steps=steps, listen_prob=listen_prob, base=base)
+                build_format_model(tmp / "model", steps=steps, listen_prob=listen_prob, base=base, lr=lr)
             finally:
                 torch.set_num_threads(threads)
             os.rename(tmp / "model", base)
