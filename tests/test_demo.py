@@ -543,10 +543,17 @@ def test_demo_in_headless_chromium(demo_url, clips):
             page.get_by_text("(A) rising").wait_for(timeout=60000)
             title = page.locator(".thought-group .title").first
             assert "Thinking" in title.inner_text()
-            if not page.get_by_text("The pitch goes up.").first.is_visible():
-                title.click()  # Gradio folds a finished thinking block: open it
-            page.get_by_text("The pitch goes up.").first.wait_for(state="visible", timeout=10000)
-            page.wait_for_timeout(800)  # let the unfold animation finish before the screenshot
+            # The duration appears when the block turns "done"; Gradio may fold it then, a moment
+            # after the answer shows. Wait for that state, then open it if it is folded.
+            page.locator(".thought-group .duration").first.wait_for(timeout=30000)
+            page.wait_for_timeout(800)
+            reasoning = page.get_by_text("The pitch goes up.").first
+            for _ in range(5):
+                if reasoning.is_visible():
+                    break
+                title.click()
+                page.wait_for_timeout(800)  # the unfold animation
+            reasoning.wait_for(state="visible", timeout=10000)
             group = page.locator(".thought-group").first.inner_text()
             assert "The pitch goes up." in group and "(A) rising" not in group
             assert page.locator(".duration").first.inner_text().strip().endswith("s)")
