@@ -49,8 +49,17 @@ def _main(
 @app.command("tasks")
 def tasks_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    lm_eval_path: Annotated[bool, typer.Option("--lm-eval-path", help="Print the folder of our lm-eval task configs (dt_mmau, dt_mmar, dt_mmsu) for `lm_eval --include_path`, and nothing else.")] = False,
 ) -> None:
-    """List the tasks: item count, data source, metric and scorer."""
+    """List the tasks: item count, data source, metric and scorer.
+
+    lm-eval's own generation tasks run too, as `lm-eval:NAME` (e.g. `dt-eval run --tasks
+    mmar,lm-eval:gsm8k`, needs the `[lm-eval]` extra)."""
+    if lm_eval_path:
+        from .lmeval import tasks_path
+
+        typer.echo(str(tasks_path()))
+        return
     from .taskconfig import load_task, task_names
 
     rows = []
@@ -79,6 +88,8 @@ def tasks_cmd(
 
     typer.echo(tabulate([{k: r[k] for k in ("task", "items", "source", "metric", "version")} for r in rows],
                         headers="keys"))
+    typer.echo("\nAlso: lm-eval:NAME runs lm-eval's generation task NAME (e.g. lm-eval:gsm8k); "
+               "`dt-eval tasks --lm-eval-path` gives our tasks to lm_eval (--include_path, --model dt-audio).")
 
 
 @app.command("score")
@@ -176,8 +187,13 @@ def run_cmd(
     judge_url: Annotated[Optional[list[str]], typer.Option("--judge-url", help="OpenAI-compatible judge endpoint for --cot (key: $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY).")] = None,
     judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name for --cot.")] = "gpt-4o-2024-11-20",
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="sentence-transformers model for --cot (default: offline all-MiniLM-L6-v2).")] = None,
+    lm_eval_include_path: Annotated[Optional[str], typer.Option("--lm-eval-include-path", help="Folder(s) of extra lm-eval task configs for lm-eval:NAME tasks (as lm_eval --include_path).")] = None,
 ) -> None:
-    """Run a model over tasks with thinking-aware prompting; resumable; scores as it goes."""
+    """Run a model over tasks with thinking-aware prompting; resumable; scores as it goes.
+
+    Tasks are ours (mmau, mmar, mmsu, ...; see `dt-eval tasks`) or lm-eval's generation tasks as
+    lm-eval:NAME (e.g. lm-eval:gsm8k, lm-eval:mmlu_pro) for text-reasoning retention checks: same
+    model and settings, the reasoning kept in samples.jsonl and stripped before lm-eval's filters."""
     import asyncio
 
     from .backends import BACKENDS, make_backend
@@ -198,9 +214,23 @@ def run_cmd(
         fail("--thinking must be on or off")
     if repeats < 1 or concurrency < 1 or batch_size < 1:
         fail("--repeats, --concurrency and --batch-size must be >= 1")
+    from .lmeval import is_lm_eval_task
+
+    lm_tasks = [t for t in task_list if is_lm_eval_task(t)]
+    if lm_tasks:
+        from .lmeval.textrun import LMEvalTaskError, check_lm_eval_tasks
+
+        try:
+            check_lm_eval_tasks(lm_tasks, lm_eval_include_path)
+        except LMEvalTaskError as e:
+            fail(str(e))
+        if repeats > 1:
+            typer.echo("note: --repeats applies to dt-eval's tasks; lm-eval tasks use their own `repeats` setting",
+                       err=True)
     try:
         for t in task_list:
-            load_task(t)
+            if not is_lm_eval_task(t):
+                load_task(t)
         opts = options_from_preset(
             tasks=task_list, model=model, backend=backend, preset=preset, thinking=thinking,
             system_prompt=system_prompt, audio_window=audio_window,
@@ -215,6 +245,7 @@ def run_cmd(
     opts.data_dirs, opts.seed, opts.retry_errors = _data_dirs(data_dir), seed, retry_errors
     opts.timeout_s, opts.max_retries, opts.device, opts.dtype = timeout, max_retries, device, dtype
     opts.progress = not no_progress
+    opts.lm_eval_include_path = lm_eval_include_path
     if repeats > 1 and opts.sampling.temperature == 0:
         typer.echo("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...",
                    err=True)
@@ -235,6 +266,13 @@ def run_cmd(
         results = asyncio.run(Runner(opts, be).run())
     except (RunError, DataError) as e:
         fail(str(e))
+        return
+    except RuntimeError as e:
+        from .lmeval.textrun import LMEvalTaskError
+
+        if not isinstance(e, LMEvalTaskError):
+            raise
+        fail(f"{e}\nfinished generations are saved in {opts.output}; rerun the same command to resume.")
         return
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished samples are saved in {opts.output}. Rerun the same command to resume.",

@@ -108,7 +108,7 @@ def _load_local(cfg: TaskConfig, root: Path) -> LoadedTask:
     else:
         records = _read_metadata_file(meta, cfg)
         sha = file_sha256(meta)
-    items = [_to_item(cfg, rec, i, base) for i, rec in enumerate(records)]
+    items = [item_from_record(cfg, rec, i, base) for i, rec in enumerate(records)]
     return LoadedTask(cfg, items, str(meta), sha, cfg.data.known_sha256.get(sha))
 
 
@@ -166,7 +166,7 @@ def _load_hub(cfg: TaskConfig) -> LoadedTask:
         ) from None
     records = _dataset_records(ds, cfg)
     sha = hashlib.sha256(f"{hub.dataset}:{hub.split}:{ds._fingerprint}".encode()).hexdigest()
-    items = [_to_item(cfg, rec, i, None) for i, rec in enumerate(records)]
+    items = [item_from_record(cfg, rec, i, None) for i, rec in enumerate(records)]
     return LoadedTask(cfg, items, f"hub:{hub.dataset}", sha, cfg.data.known_sha256.get(sha))
 
 
@@ -177,7 +177,7 @@ def _group_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _to_item(cfg: TaskConfig, rec: dict[str, Any], index: int, base: Path | None) -> Item:
+def item_from_record(cfg: TaskConfig, rec: dict[str, Any], index: int, base: Path | None) -> Item:
     f = cfg.fields
     if f.choice_columns:
         choices = [rec.get(c) for c in f.choice_columns]

@@ -49,28 +49,39 @@ def render_options(cfg: TaskConfig, choices: list[str]) -> str:
     return "\n".join(spec.option_format.format(label=spec.labels[i], text=c) for i, c in enumerate(choices))
 
 
-def build_messages(cfg: TaskConfig, item: Item, settings: PromptSettings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Chat messages with one audio placeholder, and the chat-template kwargs to send."""
+def task_text(cfg: TaskConfig, item: Item) -> str:
+    """The task's own question text for one item (no model-family additions)."""
     if not item.choices:
         raise PromptError("the metadata record has no answer options")
     spec = cfg.prompt
     fields = {k: v for k, v in item.raw.items() if isinstance(v, (str, int, float))}
     fields.update(question=item.question, options=render_options(cfg, item.choices), instruction=spec.instruction)
     try:
-        text = spec.template.format(**fields)
+        return spec.template.format(**fields)
     except (KeyError, IndexError) as e:
         raise PromptError(f"prompt template of {cfg.name} uses an unknown field {e}") from None
+
+
+def compose_messages(text: str, settings: PromptSettings, task_system: str | None = None,
+                     n_audio: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Chat messages (audio placeholders first, then the text) and the chat-template kwargs,
+    with the model family's thinking switch or instruction and system prompt applied."""
     # The chat-template switch goes out in every mode: vLLM's reasoning parsers read it too
     # (with enable_thinking=false an answer without </think> is content, not reasoning).
     kwargs = dict(settings.chat_template_kwargs_on if settings.thinking == "on" else settings.chat_template_kwargs_off)
     if not settings.native_thinking and settings.thinking == "on" and settings.think_instruction:
         text = f"{text}\n\n{settings.think_instruction}"
     messages: list[dict[str, Any]] = []
-    system = settings.system_prompt if settings.system_prompt is not None else spec.system
+    system = settings.system_prompt if settings.system_prompt is not None else task_system
     if system:
         messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": text}]})
+    messages.append({"role": "user", "content": [{"type": "audio"} for _ in range(n_audio)] + [{"type": "text", "text": text}]})
     return messages, kwargs
+
+
+def build_messages(cfg: TaskConfig, item: Item, settings: PromptSettings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Chat messages with one audio placeholder, and the chat-template kwargs to send."""
+    return compose_messages(task_text(cfg, item), settings, cfg.prompt.system)
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> dict[str, Any]:

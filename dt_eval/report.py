@@ -42,6 +42,9 @@ def load_run_results(run_dir: str | Path) -> dict[str, Any]:
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, t in results["tasks"].items():
+        if t.get("kind") == "lm-eval":
+            rows.append(_lm_eval_row(name, t))
+            continue
         k = len(t["repeats"])
         row: dict[str, Any] = {"task": name, "samples": t["samples"]}
         if t.get("answers_available"):
@@ -71,9 +74,43 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _lm_eval_row(name: str, t: dict[str, Any]) -> dict[str, Any]:
+    """An lm-eval task: its primary metric as lm-eval reported it (all metrics in --json)."""
+    rep = t["repeats"][0] if t["repeats"] else {}
+    primary = t.get("primary_metric")
+    value = (t.get("metrics") or {}).get(primary, {}).get("value") if primary else None
+    row: dict[str, Any] = {"task": name, "samples": t["samples"],
+                           "accuracy": f"{value * 100:.2f} ({primary})" if value is not None else "not scored yet",
+                           "official raw": "lm-eval", "unparsed": "-",
+                           "truncated": rep.get("truncated", 0), "cut (length)": rep.get("cut_by_length", 0),
+                           "errors": rep.get("errors", 0), "reasoning chars": round(rep.get("mean_reasoning_chars", 0.0))}
+    if not t.get("complete", True):
+        row["task"] = f"{name} (incomplete)"
+    return row
+
+
+def lm_eval_lines(t: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, m in (t.get("metrics") or {}).items():
+        if m.get("value") is None:
+            continue
+        err = f" ± {m['stderr']:.4f}" if m.get("stderr") is not None else ""
+        check = ""
+        if m.get("agrees") is False:
+            check = f"  (recomputed from samples: {m['recomputed']:.4f}: MISMATCH)"
+        lines.append(f"{key}: {m['value']:.4f}{err}{check}")
+    return lines
+
+
 def print_results(results: dict[str, Any], run_dir: str | Path | None = None) -> None:
     for name, t in results["tasks"].items():
         reps = t["repeats"]
+        if t.get("kind") == "lm-eval":
+            print(f"\n== {name} (lm-eval {t.get('lm_eval_task')}, as lm-eval reports it; reasoning stripped "
+                  f"before its filters) ==")
+            for line in lm_eval_lines(t) or ["not scored yet (rerun the same command to finish)"]:
+                print(line)
+            continue
         if not t.get("answers_available") or not reps:
             continue
         print(f"\n== {name} (official breakdown on extracted answers, repeat {reps[0]['repeat']}) ==")
@@ -96,12 +133,12 @@ def compare_runs(all_results: list[dict[str, Any]], names: list[str]) -> str:
             row = {"task": task, "metric": metric}
             for name, res in zip(names, all_results):
                 t = res["tasks"].get(task)
-                row[name] = f"{t[key]:.2f}" if t and key in t else "-"
+                row[name] = f"{t[key]:.2f}" if t and t.get(key) is not None else "-"
             rows.append(row)
         row = {"task": task, "metric": "unparsed"}
         for name, res in zip(names, all_results):
             t = res["tasks"].get(task)
-            row[name] = sum(r.get("unparsed", 0) for r in t["repeats"]) if t else "-"
+            row[name] = sum(r.get("unparsed", 0) for r in t["repeats"]) if t and t.get("kind") != "lm-eval" else "-"
         rows.append(row)
     shas = {}
     for name, res in zip(names, all_results):

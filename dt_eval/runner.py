@@ -60,6 +60,7 @@ class RunOptions:
     device: str | None = None
     dtype: str | None = None
     progress: bool = True
+    lm_eval_include_path: str | None = None  # extra lm-eval task configs for lm-eval:NAME tasks
 
     def identity(self) -> dict[str, Any]:
         """Settings that change what the model is asked: a resumed run must match them."""
@@ -132,8 +133,11 @@ class Runner:
 
     # ------------------------------------------------------------ main entry
     async def run(self) -> dict[str, Any]:
+        from .lmeval import is_lm_eval_task
+
         opts = self.opts
-        configs = {name: load_task(name) for name in opts.tasks}
+        lm_tasks = [name for name in opts.tasks if is_lm_eval_task(name)]
+        configs = {name: load_task(name) for name in opts.tasks if not is_lm_eval_task(name)}
         loaded: dict[str, LoadedTask] = {}
         for name, cfg in configs.items():
             data_dir = opts.data_dirs.get(name) or opts.data_dirs.get("*")
@@ -156,6 +160,10 @@ class Runner:
             done = latest_by_key(records)
             for name, lt in loaded.items():
                 await self._run_task(configs[name], lt, done)
+            for name in lm_tasks:
+                from .lmeval.textrun import run_lm_eval_task
+
+                await run_lm_eval_task(self, name, done)
             return self.finalize(configs, loaded)
         finally:
             self.rundir.close()
@@ -303,8 +311,13 @@ def compute_results(config: dict[str, Any], samples) -> dict[str, Any]:
     tasks_cfg = config.get("tasks", {})
     out = {"dt_eval_version": __version__, "model": config.get("identity", {}).get("model"), "tasks": {}}
     for name, group in by_task.items():
-        cfg = load_task(name)
         info = tasks_cfg.get(name, {})
+        if info.get("kind") == "lm-eval":  # scored by lm-eval itself
+            from .lmeval.results import lm_eval_task_results
+
+            out["tasks"][name] = lm_eval_task_results(name, group, info)
+            continue
+        cfg = load_task(name)
         expected = info.get("items")
         res = task_results(cfg, group, expected_items=expected)
         res["data_sha256"] = info.get("sha256")

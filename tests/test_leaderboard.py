@@ -464,7 +464,7 @@ def test_real_runs_build_and_verify(real_board):
 def test_real_run_corrupted_sample_fails_verify(real_board, tmp_path):
     shutil.copytree(real_board["runs"], tmp_path / "runs")
     shutil.copytree(real_board["site"], tmp_path / "site")
-    from dt_eval.data import _to_item
+    from dt_eval.data import item_from_record
 
     samples = tmp_path / "runs" / "think-on" / "samples.jsonl"
     recs = [json.loads(x) for x in samples.read_text().splitlines()]
@@ -474,7 +474,7 @@ def test_real_run_corrupted_sample_fails_verify(real_board, tmp_path):
     flip = "falling" if r["correct"] == (r["meta"]["answer"] == "rising") else "rising"
     text = f"<think>\nThe pitch goes {'up' if flip == 'rising' else 'down'}.\n</think>\n\n" \
            f"({'AB'[r['meta']['choices'].index(flip)]}) {flip}"
-    item = _to_item(cfg, r["meta"], r["index"], None)
+    item = item_from_record(cfg, r["meta"], r["index"], None)
     recs[i] = make_sample_record(cfg, r["index"], item, r["repeat"],
                                  Generation(key=r["key"], text=text, finish_reason="stop"), [], None) | {"meta": r["meta"]}
     assert recs[i]["correct"] != r["correct"]

@@ -352,7 +352,9 @@ async def arescore_run(
         raise RescoreError(f"{run_dir}: not a dt-eval run directory (no config.json)")
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
     records, _ = read_samples(run_dir)
-    samples = [s for s in latest_by_key(records).values() if not tasks or s["task"] in tasks]
+    # lm-eval text tasks carry no audio question or reference chain: not reasoning-scored here.
+    samples = [s for s in latest_by_key(records).values()
+               if (not tasks or s["task"] in tasks) and s.get("kind") != "lm-eval"]
     if not samples:
         raise RescoreError(f"{run_dir}: no samples to score")
     samples.sort(key=lambda s: (s["task"], s.get("repeat", 0), s.get("index", 0)))

@@ -66,7 +66,8 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def family_of(task: str) -> str:
-    return FAMILY.get(task, task)
+    # lm-eval:gsm8k -> lm-eval/gsm8k: column keys use ":" for the metric (mmar:rubrics)
+    return FAMILY.get(task, task.replace(":", "/", 1) if task.startswith("lm-eval:") else task)
 
 
 def column_title(key: str) -> str:
@@ -157,6 +158,8 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
                  cot: dict[str, Any] | None) -> dict[str, Any]:
     from ..taskconfig import load_task
 
+    if res.get("kind") == "lm-eval":
+        return _lm_eval_numbers(task, res, cfg_info, samples)
     cfg = load_task(task)
     reps = res.get("repeats") or []
     accs = [r["accuracy"] for r in reps if "accuracy" in r]
@@ -217,6 +220,27 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
         if table:
             out["categories"][field] = table
     return out
+
+
+def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
+                     samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """An lm-eval task's cell: its primary metric x 100, as lm-eval reported it."""
+    rep = (res.get("repeats") or [{}])[0]
+    value = rep.get("accuracy")
+    flags = sum(1 for s in samples if s.get("repeat", 0) == 0 and s.get("correct"))
+    return {
+        "task": task, "family": family_of(task), "task_version": res.get("task_version"),
+        "scorer": res.get("scorer"), "metric": res.get("primary_metric"),
+        "answers_available": value is not None, "data_sha256": None, "data_version_label": None,
+        "limit": cfg_info.get("limit"), "items": res.get("items"), "benchmark_items": None,
+        "complete": res.get("complete"), "samples": res.get("samples"), "repeats": 1,
+        "accuracy": {"mean": value, "std": 0.0} if value is not None else None, "official_raw": None,
+        "per_repeat": [{"repeat": 0, "accuracy": value, "correct": rep.get("correct"), "total": rep.get("total"),
+                        "official_raw": None, "correct_flags": flags, "unparsed": 0,
+                        "errors": rep.get("errors", 0), "truncated": rep.get("truncated", 0),
+                        "cut_by_length": rep.get("cut_by_length", 0)}],
+        "unparsed": 0, "errors": rep.get("errors", 0), "categories": {}, "cot": None,
+    }
 
 
 def measure_run(run_dir: str | Path) -> dict[str, Any]:
@@ -297,6 +321,8 @@ def _measured_group(t: dict[str, Any], column: str, settings: dict[str, Any], me
         "data_sha256": t["data_sha256"], "limit": t["limit"],
         "extraction": f"dt-eval {settings.get('dt_eval_version') or '?'} extracted answers",
     }
+    if t.get("family", "").startswith("lm-eval/"):
+        comp["extraction"] = f"{t.get('scorer')} {t.get('metric')} (reasoning stripped first)"
     if metric in ("hybrid", "rubrics") and cot:
         comp["scorer"] = f"{metric} {cot[metric].get('version')}"
         comp["judge"] = cot.get("judge")

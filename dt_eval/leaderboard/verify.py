@@ -105,7 +105,7 @@ def _resolve_run(m: dict[str, Any], lb_dir: Path) -> Path | None:
 def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     """Extract every answer again from the raw output and rescore it; compare with the records."""
     from ..backends.base import Generation
-    from ..data import _to_item
+    from ..data import item_from_record
     from ..rundir import latest_by_key, read_samples
     from ..runner import compute_results, make_sample_record
     from ..taskconfig import load_task
@@ -115,9 +115,10 @@ def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     latest = list(latest_by_key(records).values())
     redone = []
     disagree: dict[str, list[str]] = defaultdict(list)
+    latest = [s for s in latest if s.get("kind") != "lm-eval"]  # scored by lm-eval, not by us
     for s in latest:
         cfg = load_task(s["task"])
-        item = _to_item(cfg, s.get("meta") or {}, s.get("index", 0), None)
+        item = item_from_record(cfg, s.get("meta") or {}, s.get("index", 0), None)
         gen = Generation(key=s["key"], text=s.get("output") or "", reasoning=s.get("reasoning"),
                          finish_reason=s.get("finish_reason"), error=s.get("error"))
         new = make_sample_record(cfg, s.get("index", 0), item, s["repeat"], gen, s.get("warnings") or [], None)

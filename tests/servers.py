@@ -1,0 +1,51 @@
+"""Start `python -m dt_eval.hfserver` as a real subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def hfserver(model_dir: str | Path, name: str, log_dir: Path, *extra: str, ready_s: float = 180) -> Iterator[str]:
+    """Yield the base URL (``http://127.0.0.1:PORT/v1``); SIGTERM must stop the server cleanly."""
+    log_path = Path(log_dir) / "hfserver.stderr.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
+           "--served-model-name", name, "--device", "cpu", *extra]
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    deadline = time.monotonic() + ready_s
+    try:
+        url = None
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"hfserver not ready in {ready_s:.0f} s:\n{log_path.read_text()[-3000:]}")
+            if line.startswith("ready: "):
+                url = line.split(" ", 1)[1].strip()
+            elif proc.poll() is not None:
+                pytest.fail(f"hfserver exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
