@@ -277,7 +277,7 @@ def test_lm_eval_command_runs_dt_mmau_and_matches_dt_eval_run(server, fake_bench
 
     out = tmp_path / "lm_out"
     lm = subprocess.run(
-        [_script("lm_eval"), "run", "--include_path", str(tasks_path()), "--model", "dt-audio",
+        [_script("lm_eval"), "--include_path", str(tasks_path()), "--model", "dt-audio",  # the form
          "--model_args", f"model={NAME},preset=tiny-qwen2audio,base_url={server}", "--tasks", "dt_mmau",
          "--metadata", json.dumps({"data_dir": str(bench)}), "--log_samples", "--output_path", str(out)],
         capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
