@@ -56,7 +56,9 @@ def _train(args: argparse.Namespace) -> int:
         return 4
     finally:
         trainer.close()
-    print(json.dumps({"steps": res["steps"], "final_checkpoint": res["final"], "output_dir": cfg.output_dir}))
+    if trainer.dist.is_main:  # one summary line, not one per data-parallel process
+        print(json.dumps({"steps": res["steps"], "final_checkpoint": res["final"], "output_dir": cfg.output_dir,
+                          "data_parallel": trainer.dist.world}))
     return 0
 
 

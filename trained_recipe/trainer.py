@@ -31,6 +31,7 @@ import torch
 from . import algo
 from .config import RecipeConfig
 from .data import McqItem, build_messages, load_items
+from .distributed import Dist
 from .policy import AudioProbe, Policy, Rollout, load_audio_array
 from .rewards import RecipeReward, ScoreItem, from_config
 
@@ -143,12 +144,14 @@ class Trainer:
         self.last_metrics: dict[str, Any] = {}
         self.policy: Policy | None = None
         self.ref_model: Any = None
+        self.dist = Dist(None)
 
     # -- setup ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
         cfg = self.cfg
-        seed_everything(cfg.seed)
+        self.dist = Dist.from_env(cfg.model_opts.device)
+        seed_everything(cfg.seed)  # the same on every process: identical initial weights (LoRA init too)
         if cfg.model_opts.cpu_threads:
             torch.set_num_threads(cfg.model_opts.cpu_threads)
         resume = cfg.checkpoint.resume
@@ -159,7 +162,8 @@ class Trainer:
             self.resume_from = Path(resume)
             if not (self.resume_from / STATE_FILE).exists():
                 raise FileNotFoundError(f"{resume}: not a dt-recipe checkpoint (no {STATE_FILE})")
-        (self.out / "config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
+        if self.dist.is_main:
+            (self.out / "config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
         if self._items is None:
             self._items = load_items(cfg.data.train, cfg.data.audio_root, cfg.data.references, cfg.data.limit)
         self.all_items = self._items
@@ -172,7 +176,8 @@ class Trainer:
                 adapter = str(self.resume_from / "adapter")
             else:
                 init_path = str(self.resume_from)
-        self.policy = Policy(init_path, device=mo.device, dtype=mo.dtype, bf16=mo.bf16, lora=lora,
+        device = self.dist.device or mo.device
+        self.policy = Policy(init_path, device=device, dtype=mo.dtype, bf16=mo.bf16, lora=lora,
                              freeze_audio_tower=mo.freeze_audio_tower, gradient_checkpointing=mo.gradient_checkpointing,
                              audio_window_mode=mo.audio_window, attn_implementation=mo.attn_implementation,
                              adapter_path=adapter)
@@ -183,11 +188,12 @@ class Trainer:
             if lora.enabled and ref_path == cfg.model:
                 self.ref_model = None  # adapter disabled = the initial model
             else:
-                self.ref_model = Policy(ref_path, device=mo.device, dtype=mo.dtype, bf16=mo.bf16, trainable=False,
+                self.ref_model = Policy(ref_path, device=device, dtype=mo.dtype, bf16=mo.bf16, trainable=False,
                                         audio_window_mode="off").model
         params = self.policy.trainable_parameters()
         if not params:
             raise RuntimeError("no trainable parameters")
+        self.dist.broadcast_params_(params)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.adam_betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
@@ -195,6 +201,8 @@ class Trainer:
         self.sampler = Sampler(len(self.items), cfg.seed, cfg.data.shuffle)
         if self.resume_from is not None:
             self._load_state(self.resume_from)
+        if self.dist.enabled:  # each process samples its own completions
+            seed_everything(cfg.seed + 1_000_003 * self.dist.rank + self.step)
         if self._reward is None:
             self._reward = from_config(cfg, judge=self._judge, embedder=self._embedder)
 
@@ -229,8 +237,9 @@ class Trainer:
                 raise ValueError(f"{hc.list}: {len(missing)} ids not in the training data (e.g. {sorted(missing)[:3]})")
         else:
             saved = self.out / "hard_cases.jsonl"
-            if not saved.exists():
+            if not saved.exists() and self.dist.is_main:
                 select_hard_cases(self.policy, self.all_items, self.cfg, saved, self._audio)
+            self.dist.barrier()
             wanted = set(read_id_list(saved))
             chosen = [it for it in self.all_items if it.id in wanted]
         if not chosen:
@@ -257,7 +266,9 @@ class Trainer:
         cfg, pol = self.cfg, self.policy
         r, a = cfg.rollout, cfg.algo
         t0 = _now()
-        idx = self.sampler.take(r.prompts_per_step)
+        # every process draws the same global batch and keeps its own slice
+        idx = self.sampler.take(r.prompts_per_step * self.dist.world)
+        idx = idx[self.dist.rank * r.prompts_per_step:(self.dist.rank + 1) * r.prompts_per_step]
         batch_items = [self.items[i] for i in idx]
         enc = self.encode(batch_items)
         ro = pol.generate(enc, r.group_size, max_new_tokens=r.max_completion_length, temperature=r.temperature,
@@ -276,7 +287,7 @@ class Trainer:
             ok = [v for v in vals if v is not None]
             raw_means[c] = float(np.mean(ok)) if ok else None
             filled[c], n_filled[c] = algo.fill_failed(vals, groups)
-        fails, judged = rb.failures(), rb.judged_count()
+        fails, judged = self.dist.sum_ints(rb.failures(), rb.judged_count())  # all processes stop together
         self.fail_window.append((fails, judged))
         win_f = sum(f for f, _ in self.fail_window)
         win_j = sum(j for _, j in self.fail_window)
@@ -328,13 +339,14 @@ class Trainer:
     def _update(self, ro: Rollout, adv: torch.Tensor) -> dict[str, Any]:
         cfg, pol = self.cfg, self.policy
         a, o = cfg.algo, cfg.optim
-        n = len(ro)
+        n_local = len(ro)
         mask = ro.completion_mask.float()
         if a.mask_truncated:
             mask = mask * torch.tensor([0.0 if t else 1.0 for t in ro.truncated]).unsqueeze(-1)
-        n_tokens = int(mask.sum().item())
+        # Global counts: with gradients summed over processes, the loss is the union batch's.
+        n, n_tokens = self.dist.sum_ints(n_local, int(mask.sum().item()))
         max_len = cfg.rollout.max_completion_length
-        chunks = [list(range(s, min(n, s + o.micro_batch_size))) for s in range(0, n, o.micro_batch_size)]
+        chunks = [list(range(s, min(n_local, s + o.micro_batch_size))) for s in range(0, n_local, o.micro_batch_size)]
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
         if a.beta > 0:
             for k, ch in enumerate(chunks):
@@ -372,6 +384,7 @@ class Trainer:
                     kl_sum += float((kl.detach() * m).sum())
                 clip_sum += float((clipped * m).sum())
             params = pol.trainable_parameters()
+            self.dist.sum_grads_(params)
             grads = [p.grad for p in params if p.grad is not None]
             grad_norm = float(torch.norm(torch.stack([g.detach().float().norm() for g in grads]))) if grads else 0.0
             if o.max_grad_norm:
@@ -380,6 +393,8 @@ class Trainer:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         it = o.num_iterations
+        if self.dist.enabled:  # each process holds its share of the global sums
+            loss_sum, kl_sum, clip_sum = (sum(x) for x in zip(*self.dist.gather((loss_sum, kl_sum, clip_sum))))
         return {"loss": loss_sum / it, "kl": (kl_sum / it) / max(1, n_tokens) if a.beta > 0 else None,
                 "grad_norm": grad_norm, "clip_frac": (clip_sum / it) / max(1, n_tokens),
                 "audio_encoder_calls_in_loss": audio_calls, "tokens": n_tokens}
@@ -392,14 +407,14 @@ class Trainer:
         cfg = self.cfg
         total = cfg.optim.steps
         bar = None
-        if cfg.log.progress and self.step < total:
+        if cfg.log.progress and self.step < total and self.dist.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc=f"dt-recipe stage {cfg.stage}", unit="step",
                        dynamic_ncols=True)
         try:
             while self.step < total:
-                m = self.train_step()
+                m = self.dist.merge_metrics(self.train_step(), self.policy.trainable_parameters())
                 self._log(m)
                 self.last_metrics = m
                 if bar is not None:
@@ -421,13 +436,14 @@ class Trainer:
             self.reward.close()
         final = self.out / "final"
         last = find_latest_checkpoint(self.out)
-        if last is not None:
+        if last is not None and self.dist.is_main:
             if final.exists() or final.is_symlink():
                 if final.is_symlink() or final.is_file():
                     final.unlink()
                 else:
                     shutil.rmtree(final)
             shutil.copytree(last, final, ignore=shutil.ignore_patterns(STATE_FILE))
+        self.dist.barrier()
         return {"steps": self.step, "final": str(final), "last_metrics": self.last_metrics}
 
     def close(self) -> None:
@@ -437,10 +453,14 @@ class Trainer:
     # -- logging -------------------------------------------------------------------------------
 
     def _log(self, m: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({**m, "time": time.time()}, default=_jsonable) + "\n")
 
     def _log_samples(self, ro: Rollout, items: list[McqItem], rb: Any, adv: np.ndarray) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out / "samples.jsonl", "a", encoding="utf-8") as f:
             for i in range(min(len(ro), 2 * self.cfg.rollout.group_size)):
                 it = items[ro.prompt_index[i]]
@@ -453,6 +473,16 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         cfg = self.cfg
         d = self.out / "checkpoints" / f"step-{self.step:06d}"
+        if not self.dist.is_main:  # every process holds the same weights: rank 0 writes them
+            self.dist.barrier()
+            return d
+        try:
+            return self._write_checkpoint(d)
+        finally:
+            self.dist.barrier()
+
+    def _write_checkpoint(self, d: Path) -> Path:
+        cfg = self.cfg
         tmp = d.with_name(d.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -462,6 +492,7 @@ class Trainer:
             "steps_planned": cfg.optim.steps, "base_model": cfg.model, "ref_model": cfg.ref_model or cfg.model,
             "reward": cfg.reward_summary(), "lora": cfg.model_opts.lora.model_dump() if cfg.model_opts.lora.enabled else None,
             "group_size": cfg.rollout.group_size, "lr": cfg.optim.lr, "beta": cfg.algo.beta,
+            "data_parallel": self.dist.world, "prompts_per_step_total": cfg.rollout.prompts_per_step * self.dist.world,
             "data": {"train": cfg.data.train, "items": len(self.items), "hard_cases": cfg.hard_cases.source},
             "config_fingerprint": cfg.fingerprint(), "metrics": {k: v for k, v in self.last_metrics.items()
                                                                   if k.startswith(("reward/", "kl", "judge/failures"))},
