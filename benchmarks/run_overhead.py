@@ -195,16 +195,25 @@ def run_worker(client: str, url: str, n: int, c: int, audio_seconds: float) -> d
 def encoding_microbench(audio_seconds: float) -> list[str]:
     import numpy as np
 
-    from dt_eval.audio import to_base64_wav
+    import base64
+    import io
+
+    import soundfile as sf
+
+    from dt_eval.audio import wav_base64
     from dt_eval.backends.base import AudioInput
-    from dt_eval.backends.openai_compat import wav_base64
+
+    def to_base64_wav(a: AudioInput) -> bytes:  # the straightforward way, through libsndfile
+        buf = io.BytesIO()
+        sf.write(buf, a.array, a.sampling_rate, format="WAV", subtype="PCM_16")
+        return base64.b64encode(buf.getvalue())
 
     lines = []
     for secs in sorted({audio_seconds, 30.0}):
         t = np.arange(int(secs * 16000)) / 16000
         a = AudioInput((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
         res = {}
-        for name, fn in (("soundfile (audio.to_base64_wav)", to_base64_wav), ("numpy (openai_compat.wav_base64)", wav_base64)):
+        for name, fn in (("soundfile", to_base64_wav), ("numpy (audio.wav_base64)", wav_base64)):
             n = 200 if secs <= 5 else 20
             fn(a)
             c0 = time.process_time()

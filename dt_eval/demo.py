@@ -321,7 +321,7 @@ def prepare_turn(message: Any, history: Any, options_text: str | None, settings:
     if loaded.source_seconds < 0.05:
         raise InputProblem(f"{name} is too short ({loaded.source_seconds * 1000:.0f} ms) to say anything about.")
     notes += [f"Note: {w}." if not w.endswith(".") else f"Note: {w}" for w in loaded.warnings]
-    from .backends.openai_compat import wav_pcm16_bytes
+    from .audio import wav_pcm16_bytes
 
     wav_b64 = base64.b64encode(wav_pcm16_bytes(loaded.audio)).decode("ascii")
     prompt = render_question(text, options)

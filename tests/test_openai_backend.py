@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fault_server import FaultServer  # noqa: E402
 
-from dt_eval.audio import to_base64_wav  # noqa: E402
 from dt_eval.backends.base import AudioInput, GenerationRequest, SamplingConfig  # noqa: E402
 from dt_eval.backends.openai_compat import OpenAIBackend, wav_base64  # noqa: E402
 
@@ -148,6 +147,15 @@ def test_text_only_request(server):
     assert g.ok and g.text == "echo[0 audio]: plain text"
 
 
+def _soundfile_b64(audio) -> str:  # the oracle: libsndfile's own PCM_16 writer
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, audio.array, audio.sampling_rate, format="WAV", subtype="PCM_16")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def test_wav_encoding_matches_soundfile():
     rng = np.random.default_rng(0)
     specials = [1.0, -1.0, 0.99999, -0.99999, 0.0, -0.0, 2.0**-16, -(2.0**-17), 3 * 2.0**-17, np.inf, -np.inf, np.nan]
@@ -156,7 +164,7 @@ def test_wav_encoding_matches_soundfile():
     ).astype(np.float32)
     rng.shuffle(x)
     for audio in (AudioInput(x, 16000), tone(1.0, sr=24000), tone(0.1, sr=8000, freq=3000.0)):
-        assert wav_base64(audio).decode() == to_base64_wav(audio)
+        assert wav_base64(audio).decode() == _soundfile_b64(audio)
 
 
 def test_placeholder_mismatch_is_an_error_without_a_request(server):

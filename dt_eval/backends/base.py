@@ -6,6 +6,7 @@ so the runner can record the failure and move on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -82,3 +83,37 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """What to record in the run's config.json (never secrets)."""
         ...
+
+
+class LocalBatchedBackend:
+    """Shared loop of the in-process backends (hf, vllm): fixed-size batches, one at a time on the
+    device (a lock), run in a worker thread so the event loop keeps serving; a batch that raises
+    (e.g. out of memory) fails its requests, never the run. Subclasses set `preferred_batch` and
+    `failure_label` and implement `_generate_batch`."""
+
+    preferred_batch: int = 8
+    failure_label: str = "generate"
+
+    def _batch_lock(self) -> asyncio.Lock:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            lock = self._lock = asyncio.Lock()
+        return lock
+
+    def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
+        raise NotImplementedError
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[Generation]:
+        for start in range(0, len(requests), self.preferred_batch):
+            batch = list(requests[start:start + self.preferred_batch])
+            async with self._batch_lock():
+                try:
+                    results = await asyncio.to_thread(self._generate_batch, batch)
+                except Exception as e:
+                    results = [Generation(key=r.key, error=f"{self.failure_label} failed: {type(e).__name__}: {e}")
+                               for r in batch]
+            for g in results:
+                yield g
+
+    async def aclose(self) -> None:
+        pass

@@ -6,12 +6,10 @@ whose processor takes `audio=` works, not only Qwen2-Audio.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .base import Generation, GenerationRequest
+from .base import Generation, GenerationRequest, LocalBatchedBackend
 
 
 def _to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -28,8 +26,9 @@ def _to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-class HFBackend:
+class HFBackend(LocalBatchedBackend):
     name = "hf"
+    failure_label = "hf generate"
 
     def __init__(self, model: str, batch_size: int = 8, device: str | None = None, dtype: str | None = None,
                  trust_remote_code: bool = False):
@@ -55,26 +54,10 @@ class HFBackend:
         self.tokenizer.padding_side = "left"  # batched decoding needs left padding
         self.model = cls.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         self.model.to(self.device).eval()
-        self._lock = asyncio.Lock()  # one batch at a time on the device
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model_id, "device": self.device, "dtype": self.dtype,
                 "batch_size": self.preferred_batch}
-
-    async def aclose(self) -> None:
-        pass
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[Generation]:
-        for start in range(0, len(requests), self.preferred_batch):
-            batch = list(requests[start:start + self.preferred_batch])
-            async with self._lock:
-                try:
-                    results = await asyncio.to_thread(self._generate_batch, batch)
-                except Exception as e:  # e.g. out of memory: fail the batch, keep the run going
-                    results = [Generation(key=r.key, error=f"hf generate failed: {type(e).__name__}: {e}")
-                               for r in batch]
-            for g in results:
-                yield g
 
     def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
         import torch

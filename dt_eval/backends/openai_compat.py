@@ -21,7 +21,6 @@ What it does:
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import random
@@ -33,9 +32,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import numpy as np
 
-from .base import AudioInput, Generation, GenerationRequest
+from ..audio import wav_base64, wav_pcm16_bytes  # noqa: F401  (re-exported for callers)
+from .base import Generation, GenerationRequest
 
 try:  # optional: faster JSON when present
     import orjson as _orjson
@@ -68,55 +67,6 @@ _COOLDOWN_CAP_S = 30.0
 # Unique per process: marks where the (already base64, so JSON-safe) audio goes in the body.
 _AUDIO_TOKEN = "@@dt-eval-audio-" + uuid.uuid4().hex + "-%d@@"
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
-
-
-# --------------------------------------------------------------------------------------------
-# Audio encoding
-
-
-def wav_pcm16_bytes(audio: AudioInput) -> bytes:
-    """16-bit PCM WAV bytes, identical to `dt_eval.audio.to_wav_bytes` for float32 input.
-
-    libsndfile maps float x to (lrint(x * 2**31) >> 16), clipped; this does the same with numpy
-    and writes the 44-byte header by hand, several times faster than going through soundfile
-    (which matters at hundreds of requests per second; see benchmarks/run_overhead.py).
-    """
-    x = np.asarray(audio.array, dtype=np.float32)
-    channels = 1 if x.ndim == 1 else int(x.shape[1])
-    # Exact in float32: scaling by powers of two, and rint/floor of values that are integers or
-    # small. Same result as libsndfile's lrint(x * 2**31) >> 16 with clipping.
-    scaled = np.multiply(x, np.float32(2.0**31), dtype=np.float32)
-    np.rint(scaled, out=scaled)
-    np.multiply(scaled, np.float32(2.0**-16), out=scaled)
-    np.floor(scaled, out=scaled)
-    # fmax/fmin clip and, unlike np.clip, map NaN to the bound (-32768, as libsndfile does).
-    np.fmax(scaled, np.float32(-32768.0), out=scaled)
-    np.fmin(scaled, np.float32(32767.0), out=scaled)
-    data = np.ascontiguousarray(scaled.astype("<i2")).tobytes()
-    sr = int(audio.sampling_rate)
-    block = 2 * channels
-    header = b"".join(
-        (
-            b"RIFF",
-            (36 + len(data)).to_bytes(4, "little"),
-            b"WAVEfmt ",
-            (16).to_bytes(4, "little"),
-            (1).to_bytes(2, "little"),  # PCM
-            channels.to_bytes(2, "little"),
-            sr.to_bytes(4, "little"),
-            (sr * block).to_bytes(4, "little"),
-            block.to_bytes(2, "little"),
-            (16).to_bytes(2, "little"),
-            b"data",
-            len(data).to_bytes(4, "little"),
-        )
-    )
-    return header + data
-
-
-def wav_base64(audio: AudioInput) -> bytes:
-    """Base64 (ASCII bytes) of `wav_pcm16_bytes`: what goes into `input_audio.data`."""
-    return base64.b64encode(wav_pcm16_bytes(audio))
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,10 @@ harness splits `<think>` blocks itself, like for the `hf` backend.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .base import Generation, GenerationRequest, SamplingConfig
+from .base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
 from .hf import _to_hf_messages
 
 
@@ -51,8 +49,9 @@ def engine_args_from_preset(preset: Any) -> dict[str, Any]:
     return out
 
 
-class VLLMBackend:
+class VLLMBackend(LocalBatchedBackend):
     name = "vllm"
+    failure_label = "vllm generate"
 
     def __init__(self, model: str, batch_size: int = 256, dtype: str | None = None,
                  engine_args: dict[str, Any] | None = None):
@@ -66,28 +65,12 @@ class VLLMBackend:
         self.llm = LLM(model=model, dtype=dtype or "auto", **args)
         # Render prompts with the checkpoint's own chat template (same text the server would build).
         self.processor = AutoProcessor.from_pretrained(model)
-        self._lock = asyncio.Lock()
 
     def describe(self) -> dict[str, Any]:
         import vllm
 
         return {"name": self.name, "model": self.model_id, "vllm_version": vllm.__version__,
                 "batch_size": self.preferred_batch, "engine_args": self.engine_args}
-
-    async def aclose(self) -> None:
-        pass
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[Generation]:
-        for start in range(0, len(requests), self.preferred_batch):
-            batch = list(requests[start:start + self.preferred_batch])
-            async with self._lock:
-                try:
-                    results = await asyncio.to_thread(self._generate_batch, batch)
-                except Exception as e:
-                    results = [Generation(key=r.key, error=f"vllm generate failed: {type(e).__name__}: {e}")
-                               for r in batch]
-            for g in results:
-                yield g
 
     def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
         t0 = time.monotonic()
