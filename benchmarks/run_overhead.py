@@ -85,7 +85,7 @@ async def run_openai(url: str, reqs, warm, concurrency: int) -> tuple[float, int
     import httpx
     import openai
 
-    from dt_eval.backends.openai_compat import wav_base64
+    from dt_eval.audio import wav_base64
 
     client = openai.AsyncOpenAI(
         base_url=url,

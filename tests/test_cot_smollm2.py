@@ -11,11 +11,6 @@ the cache serving a rescore -- not the verdicts.
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 
 import pytest
@@ -24,6 +19,7 @@ from dt_eval.cot import consistency, evaluator
 from dt_eval.cot.rescore import COT_FILE, rescore_run
 
 from .test_cot_support import make_run_dir
+from .servers import smollm2_judge
 
 pytestmark = pytest.mark.slow
 
@@ -39,40 +35,9 @@ PARSERS = {"evaluator": evaluator.parse_reply, "stage2": evaluator.parse_reply, 
 
 @pytest.fixture(scope="module")
 def judge_url(tmp_path_factory):
-    pytest.importorskip("gguf")
     pytest.importorskip("sentence_transformers")
-    from dt_eval.cot.devmodels import prepare_smollm2
-
-    try:
-        model_dir = prepare_smollm2()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    log = open(tmp_path_factory.mktemp("srv") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
-                             "--served-model-name", NAME, "--no-reasoning-parser", "--batch-size", "8",
-                             "--batch-wait-ms", "50"], stdout=subprocess.PIPE, stderr=log, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    url = None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            continue
-        if line.startswith("ready: "):
-            url = line.split(" ", 1)[1].strip()
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail(f"hfserver did not start: {open(log.name).read()[-2000:]}")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with smollm2_judge(NAME, tmp_path_factory.mktemp("srv")) as url:
+        yield url
 
 
 def server_requests(url: str) -> int:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from trained_recipe.data import make_synthetic_task
 from trained_recipe.trainer import JudgeFailureRateExceeded, Trainer
 
 from .test_cot_support import FakeJudge, prompt_kind
+from .servers import smollm2_judge
 
 pytestmark = pytest.mark.slow
 
@@ -311,40 +310,8 @@ def test_failure_rate_threshold_stops_training(fmt_model, data, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2_url(tmp_path_factory):
-    pytest.importorskip("gguf")
-    from dt_eval.cot.devmodels import prepare_smollm2
-
-    try:
-        model_dir = prepare_smollm2()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    log = open(tmp_path_factory.mktemp("smol") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
-                             "--served-model-name", "smollm2", "--no-reasoning-parser", "--batch-size", "8",
-                             "--batch-wait-ms", "50"], stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
-                            env={**ENV, "OMP_NUM_THREADS": "2"})
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    url = None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            continue
-        if line.startswith("ready: "):
-            url = line.split(" ", 1)[1].strip()
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail(f"hfserver did not start: {open(log.name).read()[-2000:]}")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with smollm2_judge("smollm2", tmp_path_factory.mktemp("smol")) as url:
+        yield url
 
 
 def test_stage1_step_with_a_real_llm_judge(fmt_model, data, smollm2_url, tmp_path):

@@ -11,7 +11,7 @@ from dt_eval.export import export_run
 from dt_eval.prompts import PromptSettings
 from dt_eval.rundir import RunDir, latest_by_key, read_samples
 from dt_eval.runner import compute_results, make_sample_record
-from dt_eval.scoring.submission import read_prediction_file, score_records
+from dt_eval.scoring.submission import read_prediction_file
 from dt_eval.taskconfig import load_task
 
 from .reference_scoring import ref_mcq_report, ref_mmsu_report

@@ -471,7 +471,6 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        cfg = self.cfg
         d = self.out / "checkpoints" / f"step-{self.step:06d}"
         if not self.dist.is_main:  # every process holds the same weights: rank 0 writes them
             self.dist.barrier()

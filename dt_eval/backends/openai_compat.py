@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from ..audio import wav_base64, wav_pcm16_bytes  # noqa: F401  (re-exported for callers)
+from ..audio import wav_base64
 from .base import Generation, GenerationRequest
 
 try:  # optional: faster JSON when present
