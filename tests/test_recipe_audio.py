@@ -201,3 +201,21 @@ def test_short_audio_window_is_exact(setup):
     pol.window_ok = True
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert ro.mm["input_features"].shape[-1] == 3000  # the rollout keeps the full features
+
+
+def test_listener_warm_start_keeps_the_encoder_it_was_asked_to_keep(det_model_dir):
+    """recipe_learning's start model: the deterministic listener, coin-flip fine-tune, audio
+    encoder + projector frozen. (A shadowed variable once built the random model instead.)"""
+    from safetensors.torch import load_file
+
+    from trained_recipe.synth import cached_format_model
+
+    warm = load_file(str(cached_format_model(listen_prob=0.5, base="listener", freeze_audio=True) / "model.safetensors"))
+    det = load_file(str(det_model_dir / "model.safetensors"))
+    audio = [k for k in det if "audio_tower" in k or "multi_modal_projector" in k]
+    assert audio and all(torch.equal(warm[k], det[k]) for k in audio)
+    assert any(not torch.equal(warm[k], det[k]) for k in det if k not in audio)  # the LM was fine-tuned
+    with pytest.raises(ValueError, match="base must be"):
+        from trained_recipe.synth import build_format_model
+
+        build_format_model(det_model_dir / "unused", base=str(det_model_dir))

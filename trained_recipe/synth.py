@@ -32,11 +32,14 @@ TARGETS = {
 
 def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: float = 3e-3,
                        batch_size: int = 8, n_train: int = 64, listen_prob: float = 0.5,
-                       base: str = "random", verbose: bool = False) -> Path:
+                       base: str = "random", freeze_audio: bool = False, verbose: bool = False) -> Path:
     """`listen_prob`: probability that a training target follows the audio (0.5 = a coin flip:
     format only; higher values give a partial listener). `base`: "random" (the random tiny model)
     or "listener" (dt-eval's deterministic tiny model, whose audio encoder already tells rising
-    from falling: the coin-flip fine-tune then only un-learns *using* it)."""
+    from falling: the coin-flip fine-tune then only un-learns *using* it). `freeze_audio`: keep the
+    audio encoder and projector as they are during the fine-tune (only the language model learns
+    to ignore them), as in an instruction-tuned audio LM whose encoder hears but whose answers do
+    not use it."""
     import numpy as np
     import torch
 
@@ -49,6 +52,8 @@ def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: 
 
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
+        if base not in ("listener", "random"):
+            raise ValueError(f"base must be 'listener' or 'random', got {base!r}")
         if base == "listener":
             from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
 
@@ -70,6 +75,10 @@ def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: 
             tgt = tok(target + EOS_TOKEN, add_special_tokens=False)["input_ids"]
             examples.append((enc, torch.tensor(tgt)))
         model = pol.model
+        if freeze_audio:
+            for name, p in model.named_parameters():
+                if any(part in name for part in ("audio_tower", "multi_modal_projector")):
+                    p.requires_grad_(False)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         for step in range(steps):
@@ -128,29 +137,33 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "random", lr: float = 3e-3) -> Path:
+def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "random", lr: float = 3e-3,
+                        freeze_audio: bool = False) -> Path:
     """The format-but-not-listening tiny model (or a partial listener with `listen_prob` > 0.5),
     built on first use (~1 min on 2 cores)."""
     from dt_eval.devtools.tiny_qwen2audio import cache_root
 
     tag = "" if (listen_prob, steps, base, lr) == (0.5, 80, "random", 3e-3) else f"-q{listen_prob:g}-s{steps}-{base}-lr{lr:g}"
-    base = cache_root() / f"dt-recipe-format-model-{_cache_key()}{tag}"
-    if (base / "config.json").exists():
-        return base
-    with _lock(base.with_name(base.name + ".lock")):
-        if (base / "config.json").exists():
-            return base
-        tmp = Path(tempfile.mkdtemp(prefix=".format-", dir=base.parent))
+    tag += "-frozen-audio" if freeze_audio else ""
+    # (named `target`, not `base`: `base` is the start model's kind, passed on below)
+    target = cache_root() / f"dt-recipe-format-model-{_cache_key()}{tag}"
+    if (target / "config.json").exists():
+        return target
+    with _lock(target.with_name(target.name + ".lock")):
+        if (target / "config.json").exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".format-", dir=target.parent))
         try:
             import torch
 
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                build_format_model(tmp / "model", steps=steps, listen_prob=listen_prob, base=base, lr=lr)
+                build_format_model(tmp / "model", steps=steps, listen_prob=listen_prob, base=base, lr=lr,
+                                   freeze_audio=freeze_audio)
             finally:
                 torch.set_num_threads(threads)
-            os.rename(tmp / "model", base)
+            os.rename(tmp / "model", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return base
+    return target
