@@ -177,6 +177,18 @@ metadata:
 """
 
 
+GROUP = """group: pitch_group
+task: [pitch_words, pitch_words_b]
+aggregate_metric_list:
+  - metric: exact_match
+    aggregation: mean
+    weight_by_size: true
+    filter_list: first-word
+metadata:
+  version: 1.0
+"""
+
+
 @pytest.fixture(scope="module")
 def server(det_model_dir, tmp_path_factory):
     with hfserver(det_model_dir, NAME, tmp_path_factory.mktemp("lmeval-server")) as url:
@@ -192,7 +204,10 @@ def _text_task(tmp: Path) -> Path:
     folder.mkdir()
     data = folder / "pitch.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "pitch_words.yaml").write_text(TEXT_TASK.format(data=data))
+    # A group of two subtasks (as mmlu_pro is): per-subtask records, lm-eval's group aggregate.
+    for name in ("pitch_words", "pitch_words_b"):
+        (folder / f"{name}.yaml").write_text(TEXT_TASK.format(data=data).replace("task: pitch_words", f"task: {name}"))
+    (folder / "pitch_group.yaml").write_text(GROUP)
     return folder
 
 
@@ -206,18 +221,19 @@ def test_lm_eval_text_task_runs_in_dt_eval_run(server, fake_bench, tmp_path):
     include = _text_task(tmp_path)
     bench = fake_bench("mmau", n=4)
     run = tmp_path / "run"
-    cmd = DT_EVAL + ["run", "--tasks", "mmau,lm-eval:pitch_words", "--lm-eval-include-path", str(include),
+    cmd = DT_EVAL + ["run", "--tasks", "mmau,lm-eval:pitch_group", "--lm-eval-include-path", str(include),
                      "--model", NAME, "--preset", "tiny-qwen2audio", "--backend", "openai", "--base-url", server,
                      "--data-dir", str(bench), "-o", str(run), "--no-progress"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
     assert first.returncode == 0, first.stderr[-4000:]
-    assert "== lm-eval:pitch_words" in first.stdout and "exact_match,first-word" in first.stdout
+    assert "== lm-eval:pitch_group" in first.stdout and "exact_match,first-word" in first.stdout
 
     records = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-    lm = [r for r in records if r["task"] == "lm-eval:pitch_words"]
+    lm = [r for r in records if r["task"] == "lm-eval:pitch_group"]
     gens = [r for r in lm if r["metrics"] is None]
     scored = {r["key"]: r for r in lm if r["metrics"] is not None}
-    assert len(gens) == 4 and len(scored) == 4
+    assert len(gens) == 8 and len(scored) == 8
+    assert {r["subtask"] for r in scored.values()} == {"pitch_words", "pitch_words_b"}
     targets = [json.loads(x)["target"] for x in (include / "pitch.jsonl").read_text().splitlines()]
     for r in scored.values():
         assert r["reasoning_text"]  # the reasoning is kept in our log ...
@@ -225,13 +241,13 @@ def test_lm_eval_text_task_runs_in_dt_eval_run(server, fake_bench, tmp_path):
         want = float(_first_word(r["returned"]) == targets[r["index"]])
         assert r["metrics"]["exact_match,first-word"] == want
     # Stripping matters: the same filter on the unstripped text (reasoning first) scores differently.
-    stripped = sum(r["metrics"]["exact_match,first-word"] for r in scored.values()) / 4
+    stripped = sum(r["metrics"]["exact_match,first-word"] for r in scored.values()) / 8
     unstripped = sum(_first_word(pack_generation(r["output"], r["reasoning"])) == targets[r["index"]]
-                     for r in scored.values()) / 4
+                     for r in scored.values()) / 8
     assert stripped != unstripped
 
     results = json.loads((run / "results.json").read_text())
-    t = results["tasks"]["lm-eval:pitch_words"]
+    t = results["tasks"]["lm-eval:pitch_group"]
     m = t["metrics"]["exact_match,first-word"]
     assert m["value"] == pytest.approx(stripped) and m["recomputed"] == pytest.approx(stripped) and m["agrees"]
     assert t["accuracy_mean"] == pytest.approx(stripped * 100) and t["complete"]
@@ -240,17 +256,17 @@ def test_lm_eval_text_task_runs_in_dt_eval_run(server, fake_bench, tmp_path):
     # Resume: nothing is generated again.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "4 generation(s) reused" in again.stderr
+    assert "8 generation(s) reused" in again.stderr
     records2 = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-    assert sum(1 for r in records2 if r["task"] == "lm-eval:pitch_words" and r["metrics"] is None) == 4
+    assert sum(1 for r in records2 if r["task"] == "lm-eval:pitch_group" and r["metrics"] is None) == 8
 
     rep = subprocess.run(DT_EVAL + ["report", str(run)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert rep.returncode == 0 and "lm-eval:pitch_words" in rep.stdout
+    assert rep.returncode == 0 and "lm-eval:pitch_group" in rep.stdout
     lb = tmp_path / "lb"
     built = subprocess.run(DT_EVAL + ["leaderboard", "build", str(run), "-o", str(lb)], capture_output=True, text=True,
                            timeout=300, cwd=ROOT)
     assert built.returncode == 0, built.stderr[-3000:]
-    assert "lm-eval/pitch_words" in (lb / "leaderboard.md").read_text()
+    assert "lm-eval/pitch_group" in (lb / "leaderboard.md").read_text()
     ok = subprocess.run(DT_EVAL + ["leaderboard", "verify", str(lb)], capture_output=True, text=True, timeout=300,
                         cwd=ROOT)
     assert ok.returncode == 0, ok.stdout + ok.stderr

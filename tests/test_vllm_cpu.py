@@ -71,15 +71,20 @@ def test_serve_then_openai_backend_matches_hf(bench_and_hf, det_model_dir):
     root, bench, hf = bench_and_hf
     assert all(r["correct"] for r in hf.values())  # the deterministic model answers every sweep
     port = free_port()
+    # The server's logs go to a file: a pipe nobody drains fills up and blocks the writer (and then
+    # "stopping the server ..." itself would hang on Ctrl-C).
+    err_log = root / "serve.stderr.log"
+    err = open(err_log, "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "dt_eval.cli", "serve", "--model", str(det_model_dir), "--preset", "tiny-qwen2audio",
          "--python", str(VLLM_PY), "--port", str(port), "--served-model-name", "tiny", "--timeout", "600"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | VLLM_ENV, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=err, text=True, env=os.environ | VLLM_ENV, cwd=REPO,
         start_new_session=True,
     )
+    err.close()
     try:
         line = server.stdout.readline()  # blocks until healthy (or the server died); only "ready:" is on stdout
-        assert line.startswith("ready: "), server.stderr.read()[-4000:] if server.poll() is not None else line
+        assert line.startswith("ready: "), err_log.read_text()[-4000:] if server.poll() is not None else line
         url = line.split()[1]
         run = root / "openai"
         run_cli(sys.executable, "run", "--tasks", "mmau", "--model", "tiny", "--preset", "tiny-qwen2audio",

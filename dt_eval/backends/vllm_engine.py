@@ -79,7 +79,10 @@ class VLLMBackend(LocalBatchedBackend):
             text = self.processor.apply_chat_template(
                 _to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs)
             audio = [(a.array, a.sampling_rate) for a in r.audio]
-            prompts.append({"prompt": text, "multi_modal_data": {"audio": audio[0] if len(audio) == 1 else audio}})
+            prompt: dict[str, Any] = {"prompt": text}
+            if audio:  # text-only requests (lm-eval text tasks) carry no multi_modal_data
+                prompt["multi_modal_data"] = {"audio": audio[0] if len(audio) == 1 else audio}
+            prompts.append(prompt)
         outs = self.llm.generate(prompts, [sampling_params(r.sampling) for r in batch], use_tqdm=False)
         elapsed = time.monotonic() - t0
         results = []
