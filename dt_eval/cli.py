@@ -368,6 +368,12 @@ def serve_cmd(
         typer.echo(cmd.shell())
         return
     typer.echo(f"starting: {cmd.shell()}", err=True)
+    import signal
+
+    # Ctrl-C and SIGTERM both stop the server cleanly, even when this process was started with
+    # SIGINT ignored (a shell does that to `dt-eval serve ... &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     proc = start(cmd)
     try:
         wait_healthy(cmd.base_url, proc, timeout_s=timeout)
