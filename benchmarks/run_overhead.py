@@ -18,7 +18,7 @@ A warm-up of `concurrency` requests (not timed) opens the connections first.
 
     python benchmarks/run_overhead.py [--delay 0.05] [--requests 1000] [--requests-c1 100]
                                       [--concurrency 1 16 64] [--audio-seconds 2]
-                                      [--clients dt-eval openai]
+                                      [--clients dt-eval aiohttp-floor openai]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CLIENTS = ("dt-eval", "dt-eval-thread", "openai")
+CLIENTS = ("dt-eval", "dt-eval-thread", "openai", "aiohttp-floor")
 
 
 def make_requests(n: int, audio_seconds: float, prefix: str = "r"):
@@ -128,11 +128,46 @@ async def run_openai(url: str, reqs, warm, concurrency: int) -> tuple[float, int
         await client.close()
 
 
+async def run_aiohttp_floor(url: str, reqs, warm, concurrency: int) -> tuple[float, int]:
+    """The floor for a Python client: one aiohttp session, the same audio encoding, a plain
+    json.dumps body and json.loads of the reply; no retries, no accounting, no error handling."""
+    import json as _json
+
+    import aiohttp
+
+    from dt_eval.audio import wav_base64
+
+    sem = asyncio.Semaphore(concurrency)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+
+    async def one(req) -> bool:
+        async with sem:
+            b64 = wav_base64(req.audio[0]).decode("ascii")
+            body = {"model": "fake-model", "max_tokens": req.sampling.max_tokens, "temperature": 0.0,
+                    "messages": [{"role": "user", "content": [
+                        {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}},
+                        {"type": "text", "text": req.messages[0]["content"][1]["text"]}]}]}
+            async with session.post(url + "/chat/completions", data=_json.dumps(body),
+                                    headers={"Content-Type": "application/json"}) as r:
+                out = _json.loads(await r.read())
+                return r.status == 200 and bool(out["choices"][0]["message"])
+
+    try:
+        await asyncio.gather(*(one(r) for r in warm))
+        t0 = time.perf_counter()
+        oks = await asyncio.gather(*(one(r) for r in reqs))
+        return time.perf_counter() - t0, sum(not ok for ok in oks)
+    finally:
+        await session.close()
+
+
 def worker(args: argparse.Namespace) -> None:
     reqs = make_requests(args.n, args.audio_seconds)
     warm = make_requests(args.c, args.audio_seconds, prefix="warm")
     if args.client in ("dt-eval", "dt-eval-thread"):
         coro = run_dt_eval(args.url, reqs, warm, args.c, in_thread=args.client == "dt-eval-thread")
+    elif args.client == "aiohttp-floor":
+        coro = run_aiohttp_floor(args.url, reqs, warm, args.c)
     else:
         coro = run_openai(args.url, reqs, warm, args.c)
 
@@ -231,7 +266,7 @@ def main() -> None:
     ap.add_argument("--requests-c1", type=int, default=100, help="requests for concurrency 1 (default 100)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--audio-seconds", type=float, default=2.0)
-    ap.add_argument("--clients", nargs="+", default=["dt-eval", "openai"], choices=CLIENTS)
+    ap.add_argument("--clients", nargs="+", default=["dt-eval", "aiohttp-floor", "openai"], choices=CLIENTS)
     ap.add_argument("--json", help="also write the results here")
     # worker mode (internal)
     ap.add_argument("--worker", choices=CLIENTS, help=argparse.SUPPRESS)
