@@ -81,6 +81,14 @@ async def run_dt_eval(url: str, reqs, warm, concurrency: int, in_thread: bool) -
         await b.aclose()
 
 
+async def _timed(one, reqs, warm) -> tuple[float, int]:
+    """Warm the connections (untimed), then time all requests; returns (seconds, errors)."""
+    await asyncio.gather(*(one(r) for r in warm))
+    t0 = time.perf_counter()
+    oks = await asyncio.gather(*(one(r) for r in reqs))
+    return time.perf_counter() - t0, sum(not ok for ok in oks)
+
+
 async def run_openai(url: str, reqs, warm, concurrency: int) -> tuple[float, int]:
     import httpx
     import openai
@@ -120,10 +128,7 @@ async def run_openai(url: str, reqs, warm, concurrency: int) -> tuple[float, int
                 return False
 
     try:
-        await asyncio.gather(*(one(r) for r in warm))
-        t0 = time.perf_counter()
-        oks = await asyncio.gather(*(one(r) for r in reqs))
-        return time.perf_counter() - t0, sum(not ok for ok in oks)
+        return await _timed(one, reqs, warm)
     finally:
         await client.close()
 
@@ -153,10 +158,7 @@ async def run_aiohttp_floor(url: str, reqs, warm, concurrency: int) -> tuple[flo
                 return r.status == 200 and bool(out["choices"][0]["message"])
 
     try:
-        await asyncio.gather(*(one(r) for r in warm))
-        t0 = time.perf_counter()
-        oks = await asyncio.gather(*(one(r) for r in reqs))
-        return time.perf_counter() - t0, sum(not ok for ok in oks)
+        return await _timed(one, reqs, warm)
     finally:
         await session.close()
 

@@ -16,5 +16,5 @@ MMAR_META_V1 = SHARED / "benchmarks/mmar/MMAR-meta.v1-2025.json"
 
 def need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} not present (real benchmark metadata lives in ../shared, not in the project)")
+        pytest.skip(reason=f"{path} not present (real benchmark metadata lives in ../shared, not in the project)")
     return path

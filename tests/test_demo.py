@@ -19,12 +19,10 @@ import asyncio
 import base64
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +32,8 @@ import numpy as np
 import pytest
 
 from dt_eval.backends.openai_stream import ServerUnreachable, StreamError, stream_chat
+
+from .servers import hfserver
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -261,41 +261,12 @@ def model_dir(det_model_dir) -> Path:  # tests/conftest.py: deterministic tiny Q
     return Path(det_model_dir)
 
 
-def _start_hfserver(model_dir: Path, log_path: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
-           "--served-model-name", NAME, "--device", "cpu", *extra]
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            proc.kill()
-            pytest.fail(f"hfserver not ready in 300 s:\n{log_path.read_text()[-3000:]}")
-        if line.startswith("ready: "):
-            return proc, line.split(" ", 1)[1].strip()
-        if proc.poll() is not None:
-            pytest.fail(f"hfserver exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def backend(model_dir, tmp_path_factory):
     """hfserver for the deterministic tiny model, streaming one token per TOKEN_DELAY_S."""
-    proc, url = _start_hfserver(model_dir, tmp_path_factory.mktemp("hfserver") / "stderr.log",
-                                ["--token-delay", str(TOKEN_DELAY_S)])
-    try:
+    with hfserver(model_dir, NAME, tmp_path_factory.mktemp("hfserver"), "--token-delay", str(TOKEN_DELAY_S),
+                  ready_s=300) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -521,7 +492,7 @@ def test_cli_demo_model_starts_and_stops_its_server(model_dir, clips, tmp_path):
 @pytest.mark.browser
 def test_demo_in_headless_chromium(demo_url, clips):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
+        pytest.skip(reason=f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "demo.png"
@@ -568,7 +539,7 @@ def test_demo_in_headless_chromium(demo_url, clips):
 def test_demo_microphone_in_headless_chromium(demo_url, tmp_path):
     """Record with Chromium's fake microphone (a 44.1 kHz sweep played as the capture device)."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
+        pytest.skip(reason=f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     from dt_eval.devtools.synth_audio import sweep, write_wav
 

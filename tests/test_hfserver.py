@@ -12,11 +12,6 @@ import asyncio
 import base64
 import io
 import json
-import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +21,8 @@ import numpy as np
 import pytest
 
 from dt_eval.hfserver import _apply_stop, _stream_parts, split_qwen3
+
+from .servers import hfserver
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "tiny"
@@ -114,38 +111,12 @@ def model_dir(det_model_dir) -> Path:  # tests/conftest.py: the deterministic ti
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     """`python -m dt_eval.hfserver` on a free port; yields its base URL (.../v1)."""
-    log_path = tmp_path_factory.mktemp("hfserver") / "stderr.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
-           "--served-model-name", NAME, "--batch-wait-ms", "50", "--device", "cpu",
-           "--token-delay", str(TOKEN_DELAY_S)]
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    url = None
-    deadline = time.monotonic() + 180
-    try:
-        while url is None:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"hfserver not ready in 180 s:\n{log_path.read_text()[-3000:]}")
-            if line.startswith("ready: "):
-                url = line.split(" ", 1)[1].strip()
-            if proc.poll() is not None:
-                pytest.fail(f"hfserver exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+    log_dir = tmp_path_factory.mktemp("hfserver")
+    # the helper asserts a clean exit on SIGTERM
+    with hfserver(model_dir, NAME, log_dir, "--batch-wait-ms", "50", "--token-delay", str(TOKEN_DELAY_S)) as url:
         assert url.startswith("http://127.0.0.1:")  # binds loopback by default
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log_path.read_text()[-3000:]  # SIGTERM is a clean shutdown
-    log = log_path.read_text()
+    log = (log_dir / "hfserver.stderr.log").read_text()
     assert _wav_b64("rising")[:40] not in log  # request audio never logged
 
 

@@ -14,6 +14,7 @@ command, by the one-line ``dt_eval_lm_eval.pth`` hook that the wheel installs).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 PREFIX = "lm-eval:"
@@ -28,6 +29,14 @@ def is_lm_eval_task(name: str) -> bool:
 def lm_eval_name(name: str) -> str:
     """``lm-eval:gsm8k`` -> ``gsm8k``."""
     return name[len(PREFIX):] if is_lm_eval_task(name) else name
+
+
+@lru_cache(maxsize=None)
+def task_config(name: str):
+    """dt-eval's TaskConfig, parsed once per process: lm-eval calls our task functions per doc."""
+    from ..taskconfig import load_task
+
+    return load_task(name)
 
 
 def tasks_path() -> Path:

@@ -40,7 +40,7 @@ from ..extract import split_reasoning
 from ..prompts import compose_messages
 from ..records import AudioRef
 from ..runner import RunOptions
-from . import register
+from . import register, task_config
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +206,8 @@ class DtAudioLM(LM):
         messages = _messages(context)
         settings = self.options.prompt
         if dt_task:  # exactly dt-eval run's prompt: the task text plus the family's thinking setup
-            from ..taskconfig import load_task
-
             text = _last_user_text(messages)
-            messages, kwargs = compose_messages(text, settings, load_task(dt_task).prompt.system, n_audio=len(audio))
+            messages, kwargs = compose_messages(text, settings, task_config(dt_task).prompt.system, n_audio=len(audio))
         else:
             kwargs = dict(settings.chat_template_kwargs_on if settings.thinking == "on"
                           else settings.chat_template_kwargs_off)

@@ -13,7 +13,7 @@ from ..backends.base import Generation
 from ..data import item_from_record, load_task_data
 from ..prompts import task_text
 from ..records import AudioRef, Item
-from ..taskconfig import load_task
+from . import task_config
 from .model import unpack_generation
 
 
@@ -22,7 +22,7 @@ def load_docs(task: str, data_dir: str | None = None, **_: Any):
     task's environment variable, else the HF hub) as a one-split DatasetDict."""
     from datasets import Dataset, DatasetDict
 
-    cfg = load_task(task)
+    cfg = task_config(task)
     lt = load_task_data(cfg, data_dir)
     rows = [doc_from_item(task, lt.sha256, i, item) for i, item in enumerate(lt.items)]
     return DatasetDict({"test": Dataset.from_list(rows)})
@@ -45,7 +45,7 @@ def doc_from_item(task: str, sha256: str, index: int, item: Item) -> dict[str, A
 
 
 def item_from_doc(doc: dict[str, Any]) -> Item:
-    cfg = load_task(doc["task"])
+    cfg = task_config(doc["task"])
     item = item_from_record(cfg, json.loads(doc["raw_json"]), doc["index"], None)
     audio = None
     if doc.get("audio_path") or doc.get("audio_bytes"):
@@ -55,7 +55,7 @@ def item_from_doc(doc: dict[str, Any]) -> Item:
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:
-    return task_text(load_task(doc["task"]), item_from_doc(doc))
+    return task_text(task_config(doc["task"]), item_from_doc(doc))
 
 
 def doc_to_audio(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,7 +67,7 @@ def doc_to_audio(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     from ..runner import make_sample_record
 
-    cfg = load_task(doc["task"])
+    cfg = task_config(doc["task"])
     text, reasoning = unpack_generation(results[0] if results else "")
     gen = Generation(key=f"{doc['task']}/{doc['id']}/0", text=text, reasoning=reasoning)
     rec = make_sample_record(cfg, doc["index"], item_from_doc(doc), 0, gen, [], None)
