@@ -8,6 +8,7 @@ browser test sorts the page in headless Chromium and keeps a screenshot in test-
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from dt_eval.backends.base import Generation
+from dt_eval.backends.openai_compat import OpenAIBackend
 from dt_eval.data import load_task_data
 from dt_eval.leaderboard.build import build_leaderboard, file_sha256
 from dt_eval.leaderboard.published import PublishedError, load_published, normalise_model_name
@@ -62,16 +64,19 @@ def write_bench(root: Path, task: str, records: list[dict]) -> Path:
 
 
 def fake_run(run: Path, benches: dict[str, Path], p_right: float, repeats: int = 1, seed: int = 0,
-             model: str = "Qwen/Qwen2-Audio-7B-Instruct", thinking: str = "on") -> Path:
-    """A run directory written by the real record builder from made-up generations."""
+             model: str = "Qwen/Qwen2-Audio-7B-Instruct", thinking: str = "on", backend: dict | None = None) -> Path:
+    """A run directory written by the real record builder from made-up generations. Its config's
+    backend entry is what the real OpenAI-compatible backend's describe() records."""
     rng = random.Random(seed)
     loaded = {t: load_task_data(load_task(t), b) for t, b in benches.items()}
+    if backend is None:
+        backend = OpenAIBackend(model, "http://127.0.0.1:9/v1", api_key="sk-not-a-real-key").describe()
     with RunDir(run) as rd:
         rd.write_config({
             "dt_eval_version": "0.1.0",
             "identity": {"model": model, "seed": 0, "prompt": {"thinking": thinking},
                          "sampling": {"temperature": 0.0 if repeats == 1 else 0.7, "max_tokens": 4096}},
-            "backend": {"name": "openai"},
+            "backend": backend,
             "tasks": {t: lt.to_json() | {"limit": None, "repeats": repeats} for t, lt in loaded.items()},
         })
         for t, lt in loaded.items():
@@ -350,6 +355,122 @@ def test_verify_passes_then_fails_on_any_change(fake_board, tmp_path):
     cot.write_text(cot.read_text().replace('"value": 0.6', '"value": 0.9', 1))
     text = "\n".join(verify(root / "site").problems)
     assert "cot.jsonl changed" in text and "mmar cot.hybrid.mean" in text
+
+
+def _copy_board(fake_board, root: Path) -> Path:
+    """The built site, its runs and its published.yaml copied together (the fixture stays intact)."""
+    shutil.copytree(fake_board["root"] / "runs", root / "runs")
+    shutil.copytree(fake_board["out"], root / "site")
+    shutil.copy(fake_board["published"], root / "published.yaml")
+    return root / "site"
+
+
+def test_verify_checks_reported_numbers_against_published_yaml(fake_board, tmp_path):
+    site = _copy_board(fake_board, tmp_path)
+    assert verify(site).ok
+    lb = json.loads((site / "leaderboard.json").read_text())
+    i = next(i for i, r in enumerate(lb["reported"]) if r["model"] == "GPT-4o Audio")
+    assert lb["reported"][i]["scores"]["mmar"]["value"] == 63.5
+    # 1) a forged reported number, written consistently into the JSON and re-rendered
+    lb["reported"][i]["scores"]["mmar"]["value"] = 73.5
+    lb["reported_cells"][i]["mmar"]["value"] = 73.5
+    write_all(lb, site)
+    assert "| GPT-4o Audio *(reported)* | 73.50" in (site / "leaderboard.md").read_text()
+    text = "\n".join(verify(site).problems)
+    assert "reported GPT-4o Audio (R1): mmar = 73.5 in the leaderboard, 63.5 in" in text
+    # 2) only the cell the tables show, not the entry it came from
+    lb["reported"][i]["scores"]["mmar"]["value"] = 63.5
+    write_all(lb, site)
+    text = "\n".join(verify(site).problems)
+    assert "reported GPT-4o Audio (R1): mmar value = 73.5 in leaderboard.json, 63.5 in a rebuild" in text
+    # 3) the published file itself edited after the build
+    shutil.copytree(fake_board["out"], site, dirs_exist_ok=True)
+    assert verify(site).ok
+    pub = tmp_path / "published.yaml"
+    pub.write_text(pub.read_text().replace("value: 63.5", "value: 73.5", 1))
+    text = "\n".join(verify(site).problems)
+    assert "published.yaml changed since the leaderboard was built" in text
+    assert "reported GPT-4o Audio (R1): mmar = 63.5 in the leaderboard, 73.5 in" in text
+    # 4) no published file to check against: a failure, unless it is named explicitly
+    shutil.copy(fake_board["published"], pub)
+    moved = tmp_path / "elsewhere.yaml"
+    pub.rename(moved)
+    lb = json.loads((site / "leaderboard.json").read_text())
+    lb["published_file"] = str(tmp_path / "gone.yaml")
+    (site / "leaderboard.json").write_text(json.dumps(lb, indent=2, ensure_ascii=False) + "\n")
+    text = "\n".join(verify(site).problems)
+    assert "cannot check the 17 reported row(s)" in text and "--published" in text
+    assert verify(site, published=moved).ok
+
+
+def test_verify_checks_the_plots_against_a_fresh_render(fake_board, tmp_path):
+    from PIL import Image
+
+    site = _copy_board(fake_board, tmp_path)
+    assert verify(site).ok
+    # 1) a bar painted over in a plot file
+    png = site / "plots" / "categories-mmau-task.png"
+    original = png.read_bytes()
+    img = Image.open(png).convert("RGBA")
+    for x in range(40, 80):
+        for y in range(100, 140):
+            img.putpixel((x, y), (200, 30, 30, 255))
+    img.save(png)
+    text = "\n".join(verify(site).problems)
+    assert "plot categories-mmau-task (plots/categories-mmau-task.png) differs from a fresh render" in text
+    # the same pixels packed by another PNG encoder setting are the same plot
+    Image.open(io.BytesIO(original)).save(png, compress_level=1)
+    assert png.read_bytes() != original and verify(site).ok
+    # 2) the page embeds another image in place of that plot
+    png.write_bytes(original)
+    page = (site / "index.html").read_text()
+    other = base64.b64encode((site / "plots" / "categories-mmar-category.png").read_bytes()).decode()
+    mine = base64.b64encode(original).decode()
+    assert mine in page
+    (site / "index.html").write_text(page.replace(mine, other))
+    problems = verify(site).problems
+    assert problems == [f"{site / 'index.html'}: embedded plot categories-mmau-task differs from a fresh render"]
+    # 3) a plot file gone
+    shutil.copy(fake_board["out"] / "index.html", site / "index.html")
+    png.unlink()
+    assert any("plot categories-mmau-task: plots/categories-mmau-task.png is missing" in p
+               for p in verify(site).problems)
+    # skipping the plots is explicit and said so
+    rep = verify(site, plots=False)
+    assert rep.ok and rep.plots_checked == 0 and any("plots not checked" in n for n in rep.notes)
+    # an untouched build checks every plot, in a fresh process too (the plots render alike)
+    png.write_bytes(original)
+    rep = verify(site)
+    assert rep.ok and rep.plots_checked == len(list((site / "plots").glob("*.png"))) >= 4
+    ok = dt_eval("leaderboard", "verify", site)
+    assert ok.stdout.startswith("OK: 2 run(s)") and f"{rep.plots_checked} plot(s) rendered again" in ok.stdout
+
+
+def test_backend_name_shown_and_no_credentials_from_the_config(tmp_path):
+    secret = "sk-live-0123456789abcdef"
+    bench = write_bench(tmp_path, "mmau", mmau_records(12, 5))
+    runs = {}
+    for name, backend in (("openai", OpenAIBackend("m", "http://127.0.0.1:9/v1", api_key=secret).describe()),
+                          ("hf", {"name": "hf", "model": "m", "device": "cpu", "dtype": "float32", "batch_size": 8})):
+        runs[name] = fake_run(tmp_path / f"run-{name}", {"mmau": bench}, 0.6, backend=backend)
+    # credentials a config might hold (a stored command line, a header, a key): none may reach the outputs
+    cfg_path = runs["openai"] / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["command"] = ["dt-eval", "run", "--api-key", secret]
+    cfg["backend"]["api_key"] = secret
+    cfg["identity"]["extra_headers"] = {"Authorization": f"Bearer {secret}"}
+    cfg_path.write_text(json.dumps(cfg))
+    site = tmp_path / "site"
+    lb = build_leaderboard([runs["openai"], runs["hf"]], site)
+    write_all(lb, site, plots=False)
+    for f in site.iterdir():
+        assert secret not in f.read_text(), f
+    # the backend's name, whichever key its describe() records it under
+    assert [m["settings"]["backend"] for m in lb["measured"]] == ["openai", "hf"]
+    md = (site / "leaderboard.md").read_text()
+    assert "| `run-openai` | thinking on · T=0 · max 4096 tok · openai |" in md
+    assert "| `run-hf` | thinking on · T=0 · max 4096 tok · hf |" in md
+    assert verify(site).ok
 
 
 def test_cli_build_and_verify_exit_codes(fake_board, tmp_path):

@@ -243,6 +243,18 @@ def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
     }
 
 
+def backend_name(described: Any) -> str | None:
+    """The backend's name from config.json's `backend` entry (its describe()): the OpenAI-compatible
+    backend records it as "backend", the in-process ones as "name". Only the name is read: the
+    rest of that entry (server URLs, key source ...) never reaches the leaderboard."""
+    if not isinstance(described, dict):
+        return None
+    for key in ("name", "backend"):
+        if isinstance(described.get(key), str) and described[key].strip():
+            return described[key].strip()
+    return None
+
+
 def measure_run(run_dir: str | Path) -> dict[str, Any]:
     """Every number the leaderboard shows for one run, recomputed from samples.jsonl."""
     from ..rundir import latest_by_key, read_samples
@@ -297,7 +309,7 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
             "top_p": sampling.get("top_p"),
             "max_tokens": sampling.get("max_tokens"),
             "seed": identity.get("seed"),
-            "backend": (config.get("backend") or {}).get("name"),
+            "backend": backend_name(config.get("backend")),
             "preset": config.get("preset"),
             "dt_eval_version": config.get("dt_eval_version"),
             "git_hash": config.get("git_hash"),
@@ -523,7 +535,9 @@ def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path, published
         "title": title or "Audio reasoning leaderboard",
         "dt_eval_version": __version__,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "published_file": str(published_path) if published_path else None,
+        # where verify re-reads the published numbers: beside the output first (a moved site), then here
+        "published_file": str(Path(published_path).resolve()) if published_path else None,
+        "published_file_rel": _relpath(Path(published_path).resolve(), out) if published_path else None,
         "published_sha256": published_sha256,
         "measured": measured,
         "reported": reported,

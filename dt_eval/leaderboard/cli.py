@@ -75,15 +75,19 @@ def build_cmd(
 def verify_cmd(
     directory: Annotated[Path, typer.Argument(help="A directory written by `dt-eval leaderboard build`.")],
     reextract: Annotated[bool, typer.Option("--reextract/--no-reextract", help="Also extract every answer again from the raw outputs (off for runs made by another dt-eval version whose extraction differs).")] = True,
+    published: Annotated[Optional[Path], typer.Option("--published", help="The published file the reported rows were built from (default: the one the build recorded, looked for beside the output first).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Render the plots again and compare them with the PNGs and the page's images (needs matplotlib; --no-plots leaves them unchecked).")] = True,
 ) -> None:
-    """Recompute every measured number from the runs' samples.jsonl; exit 1 on any difference."""
+    """Recompute every measured number from the runs' samples.jsonl, check the reported rows against
+    the published file and the plots against a fresh render; exit 1 on any difference."""
     from .verify import verify
 
-    rep = verify(directory, reextract=reextract)
+    rep = verify(directory, reextract=reextract, published=published, plots=plots)
     for n in rep.notes:
         typer.echo(f"note: {n}", err=True)
     if rep.ok:
-        typer.echo(f"OK: {rep.runs} run(s), {rep.checked_numbers} numbers recomputed, no differences")
+        typer.echo(f"OK: {rep.runs} run(s), {rep.checked_numbers} numbers recomputed, {rep.plots_checked} plot(s) "
+                   "rendered again, no differences")
         return
     typer.echo(f"FAILED: {len(rep.problems)} difference(s) in {directory}:", err=True)
     for p in rep.problems:

@@ -1,8 +1,8 @@
 """Render a built leaderboard: Markdown (README / paper appendix), CSV, JSON, a static HTML page
 with sortable tables (vanilla JS, no network), and PNG plots (matplotlib, Agg backend).
 
-Everything except the plots is a deterministic function of the leaderboard JSON, so `verify`
-re-renders it and compares byte for byte. matplotlib is imported only by `render_plots`.
+Everything is a deterministic function of the leaderboard JSON (the plots for one matplotlib and
+FreeType), so `verify` renders it again and compares. matplotlib is imported only by the plots.
 """
 
 from __future__ import annotations
@@ -582,11 +582,24 @@ def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
 
 
 _IMG = re.compile(r'src="data:image/png;base64,[A-Za-z0-9+/=]*"')
+_NAMED_IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
 
 
 def strip_images(page: str) -> str:
-    """The page without its embedded PNGs (plots are not byte-reproducible across matplotlib builds)."""
+    """The page without its embedded PNGs (compared apart: see `embedded_images`)."""
     return _IMG.sub('src="data:image/png;base64,"', page)
+
+
+def embedded_images(page: str) -> dict[str, list[bytes]]:
+    """The PNGs the page embeds, by plot name (the img alt text)."""
+    out: dict[str, list[bytes]] = {}
+    for alt, b64 in _NAMED_IMG.findall(page):
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except ValueError:
+            data = b""
+        out.setdefault(html.unescape(alt), []).append(data)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,13 +635,33 @@ def _plot_points(lb: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
     return rub, hyb
 
 
+def plot_renderer() -> dict[str, str]:
+    """What the plot pixels depend on besides the JSON: verify names it when a fresh render differs."""
+    import matplotlib
+    from matplotlib import ft2font
+
+    return {"matplotlib": matplotlib.__version__, "freetype": ft2font.__freetype_version__}
+
+
 def render_plots(lb: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write PNGs under out_dir/plots; returns {name: path}."""
+    """Write PNGs under out_dir/plots; returns {name: path}.
+
+    A pure function of `lb` for one matplotlib/FreeType: matplotlib's own defaults (no user
+    matplotlibrc or style) and only its bundled font, so `verify` can render the plots again and
+    compare them with the files."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        # one bundled font, no fallback to whatever fonts the machine has
+        matplotlib.rcParams["font.family"] = ["DejaVu Sans"]
+        return _draw_plots(lb, out_dir, plt)
+
+
+def _draw_plots(lb: dict[str, Any], out_dir: Path, plt: Any) -> dict[str, Path]:
     plots_dir = out_dir / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -726,6 +759,7 @@ def write_all(lb: dict[str, Any], out_dir: str | Path, plots: bool = True) -> di
         pngs = render_plots(lb, out)
         written.update({f"plot:{k}": v for k, v in pngs.items()})
     lb["plots"] = {k: f"{PLOTS_DIR}/{v.name}" for k, v in pngs.items()}
+    lb["plot_renderer"] = plot_renderer() if pngs else None
     for name, text in ((JSON_FILE, render_json(lb)), (MD_FILE, render_markdown(lb)), (CSV_FILE, render_csv(lb)),
                        (HTML_FILE, render_html(lb, {k: data_uri(v) for k, v in pngs.items()}))):
         p = out / name

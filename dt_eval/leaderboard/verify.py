@@ -10,22 +10,31 @@ For each measured row, from the run directory the leaderboard JSON names:
 4. (unless --no-reextract) every answer is extracted again from the raw model output and
    rescored with the official scorer: the records' extraction must agree with the outputs;
 5. the comparability marks and differences are rebuilt, and the Markdown, CSV and HTML files
-   must be byte-identical to a fresh render of the JSON (the HTML without its embedded plots).
+   must be byte-identical to a fresh render of the JSON.
 
-Any difference is a failure, listed one line per number.
+The reported rows must equal the entries of the published file they were built from, re-read
+(its sha256 must still be the one recorded at build time). The plots are rendered again from
+the JSON and compared with the PNG files and the images embedded in the page (bytes, else
+decoded pixels: a PNG encoder may pack the same pixels differently).
+
+Any difference is a failure, listed one line per number, cell or plot.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .build import SCHEMA, BuildError, assemble, category_tables, file_sha256, measure_run
-from .render import CSV_FILE, HTML_FILE, JSON_FILE, MD_FILE, render_csv, render_html, render_markdown, strip_images
+from .published import PublishedError, entry_to_json, load_published
+from .render import (CSV_FILE, HTML_FILE, JSON_FILE, MD_FILE, embedded_images, render_csv, render_html,
+                     render_markdown, strip_images)
 
 
 @dataclass
@@ -34,6 +43,7 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     checked_numbers: int = 0
     runs: int = 0
+    plots_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -145,7 +155,136 @@ def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
                                f"{shown}")
 
 
-def verify(lb_dir: str | Path, reextract: bool = True) -> VerifyReport:
+def _resolve_published(lb: dict[str, Any], lb_dir: Path, published: str | Path | None) -> tuple[Path | None, str]:
+    """The published file to check the reported rows against, and where it was looked for."""
+    if published is not None:
+        cands = [Path(published)]
+    else:
+        cands = ([lb_dir / lb["published_file_rel"]] if lb.get("published_file_rel") else []) \
+            + ([Path(lb["published_file"])] if lb.get("published_file") else [])
+    found = next((c for c in cands if c.is_file()), None)
+    return found, " or ".join(str(c) for c in cands) or "no published file recorded"
+
+
+def check_reported(lb: dict[str, Any], lb_dir: Path, published: str | Path | None,
+                   report: VerifyReport) -> list[dict[str, Any]]:
+    """Compare the reported rows with the published file re-read; returns the rows as the file has
+    them (the leaderboard's own rows when the file cannot be read, after saying so)."""
+    stored = lb.get("reported") or []
+    if not stored and not lb.get("published_file") and published is None:
+        return stored
+    pf, where = _resolve_published(lb, lb_dir, published)
+    if pf is None:
+        report.problems.append(f"cannot check the {len(stored)} reported row(s): the published file is not found "
+                               f"({where}); pass it with --published")
+        return stored
+    try:
+        pub, sha = load_published(pf)
+    except PublishedError as e:
+        report.problems.append(f"cannot check the reported rows: {e}")
+        return stored
+    if lb.get("published_sha256") and sha != lb["published_sha256"]:
+        report.problems.append(f"{pf} changed since the leaderboard was built (sha256 {lb['published_sha256'][:12]}… "
+                               f"-> {sha[:12]}…): rebuild, or pass the file it was built from with --published")
+    fresh = [entry_to_json(e) for e in pub.entries]
+    for i in range(max(len(stored), len(fresh))):
+        if i >= len(stored):
+            report.problems.append(f"reported {fresh[i]['model']} (R{i + 1}) is in {pf} but not in the leaderboard")
+            continue
+        label = f"reported {stored[i].get('model')} (R{i + 1})"
+        if i >= len(fresh):
+            report.problems.append(f"{label} is in the leaderboard but not in {pf}")
+            continue
+        a, b = _flatten(stored[i]), _flatten(fresh[i])
+        for k in sorted(set(a) | set(b)):
+            report.checked_numbers += 1
+            if k not in a or k not in b or not _same(a[k], b[k]):
+                name = k[len("scores."):].replace(".value", "").replace(".", " ") if k.startswith("scores.") else k
+                report.problems.append(f"{label}: {name} = {_show(a.get(k, '(none)'))} in the leaderboard, "
+                                       f"{_show(b.get(k, '(none)'))} in {pf}")
+    return fresh
+
+
+def _compare_cells(labels: list[str], stored: list[dict[str, Any]], fresh: list[dict[str, Any]],
+                   report: VerifyReport) -> None:
+    """Table cells in the JSON against a rebuild, one line per differing cell field."""
+    for i in range(max(len(stored), len(fresh))):
+        a = stored[i] if i < len(stored) else {}
+        b = fresh[i] if i < len(fresh) else {}
+        label = labels[i] if i < len(labels) else f"row {i + 1}"
+        for col in list(dict.fromkeys([*a, *b])):
+            if col not in a or col not in b:
+                report.problems.append(f"{label}: cell {col} is {'missing from' if col in b else 'extra in'} "
+                                       "leaderboard.json (a rebuild " + ("has" if col in b else "has no") + " it)")
+                continue
+            fa, fb = _flatten(a[col]), _flatten(b[col])
+            for k in sorted(set(fa) | set(fb)):
+                report.checked_numbers += 1
+                if not _same(fa.get(k), fb.get(k)):
+                    report.problems.append(f"{label}: {col} {k} = {_show(fa.get(k))} in leaderboard.json, "
+                                           f"{_show(fb.get(k))} in a rebuild")
+
+
+def same_png(a: bytes, b: bytes) -> bool:
+    """Same image: equal bytes, else equal size and decoded RGBA pixels."""
+    if a == b:
+        return True
+    from PIL import Image  # a matplotlib dependency
+
+    try:
+        ia, ib = (Image.open(io.BytesIO(x)) for x in (a, b))
+        return ia.size == ib.size and ia.convert("RGBA").tobytes() == ib.convert("RGBA").tobytes()
+    except Exception:  # not an image at all
+        return False
+
+
+def check_plots(lb: dict[str, Any], lb_dir: Path, report: VerifyReport) -> dict[str, bytes] | None:
+    """Render the plots again from the JSON and compare each with its file; returns the fresh PNGs
+    (None when they cannot be rendered here)."""
+    listed: dict[str, str] = lb.get("plots") or {}
+    if not listed:
+        return {}
+    try:
+        from .render import plot_renderer, render_plots
+
+        here = plot_renderer()
+    except ImportError:
+        report.problems.append(f"cannot check the {len(listed)} plot(s): matplotlib is not installed "
+                               "(pip install 'dt-eval[leaderboard]'), or skip them with --no-plots")
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = {k: p.read_bytes() for k, p in render_plots(lb, Path(tmp)).items()}
+    except Exception as e:  # a JSON edited into something the plots cannot draw
+        report.problems.append(f"cannot render the plots again from {JSON_FILE}: {type(e).__name__}: {e}")
+        return None
+    built = lb.get("plot_renderer")
+    hint = ""
+    if built and built != here:
+        show = lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.items()))  # noqa: E731
+        hint = (f" (built with {show(built)}, rendered here with {show(here)}: verify with those versions, or "
+                "skip the plots with --no-plots)")
+    for name in list(dict.fromkeys([*listed, *fresh])):
+        if name not in fresh:
+            report.problems.append(f"plot {name} is listed in {JSON_FILE}, but a fresh render draws no such plot")
+            continue
+        if name not in listed:
+            report.problems.append(f"plot {name}: a fresh render draws it, but {JSON_FILE} does not list it")
+            continue
+        path = lb_dir / listed[name]
+        if not path.is_file():
+            report.problems.append(f"plot {name}: {listed[name]} is missing")
+            continue
+        report.plots_checked += 1
+        if not same_png(path.read_bytes(), fresh[name]):
+            report.problems.append(f"plot {name} ({listed[name]}) differs from a fresh render of {JSON_FILE}{hint}")
+    return fresh
+
+
+def verify(lb_dir: str | Path, reextract: bool = True, published: str | Path | None = None,
+           plots: bool = True) -> VerifyReport:
+    """`published`: the published file to check the reported rows against (default: the one the
+    build recorded); `plots=False` leaves the plots unchecked (said in the notes)."""
     d = Path(lb_dir)
     report = VerifyReport()
     jpath = d / JSON_FILE
@@ -201,10 +340,16 @@ def verify(lb_dir: str | Path, reextract: bool = True) -> VerifyReport:
                 report.problems.append(f"{label}: cannot re-extract answers from the outputs: {type(e).__name__}: {e}")
         fresh_measured.append({**m, **fresh})
 
-    # derived parts: columns, marks, diffs, category tables
-    derived = assemble(fresh_measured, lb["reported"])
+    reported = check_reported(lb, d, published, report)
+
+    # derived parts: cells, columns, marks, diffs, category tables
+    derived = assemble(fresh_measured, reported)
     derived["category_tables"] = category_tables(fresh_measured)
-    for key in ("columns", "measured_cells", "groups", "diffs", "category_tables"):
+    _compare_cells([f"{m['name']} ({m['run']})" for m in lb["measured"]], lb.get("measured_cells") or [],
+                   derived["measured_cells"], report)
+    _compare_cells([f"reported {r.get('model')} (R{i + 1})" for i, r in enumerate(lb["reported"])],
+                   lb.get("reported_cells") or [], derived["reported_cells"], report)
+    for key in ("columns", "groups", "diffs", "category_tables"):
         a, b = _flatten(lb.get(key)), _flatten(derived[key])
         diff = [k for k in sorted(set(a) | set(b)) if not _same(a.get(k), b.get(k))]
         report.checked_numbers += len(set(a) | set(b))
@@ -213,10 +358,13 @@ def verify(lb_dir: str | Path, reextract: bool = True) -> VerifyReport:
                                    + "; ".join(f"{k}: {_show(a.get(k))} vs {_show(b.get(k))}" for k in diff[:6])
                                    + (f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""))
 
-    # rendered files against a fresh render of the JSON
+    # plots, then the rendered files, against a fresh render of the JSON
+    fresh_pngs = check_plots(lb, d, report) if plots else None
+    if not plots and lb.get("plots"):
+        report.notes.append(f"plots not checked (--no-plots): {len(lb['plots'])} plot(s) in {d / 'plots'} and "
+                            f"the page")
     renders = {MD_FILE: render_markdown(lb), CSV_FILE: render_csv(lb)}
-    plots = {name: "data:image/png;base64," for name in (lb.get("plots") or {})}
-    renders[HTML_FILE] = render_html(lb, plots)
+    renders[HTML_FILE] = render_html(lb, {name: "data:image/png;base64," for name in (lb.get("plots") or {})})
     for name, expected in renders.items():
         p = d / name
         if not p.exists():
@@ -224,14 +372,15 @@ def verify(lb_dir: str | Path, reextract: bool = True) -> VerifyReport:
             continue
         have = p.read_text(encoding="utf-8")
         if name == HTML_FILE:
+            if fresh_pngs is not None:
+                shown = embedded_images(have)
+                for plot, png in fresh_pngs.items():
+                    if plot in (lb.get("plots") or {}) and not all(same_png(x, png) for x in shown.get(plot, [])):
+                        report.problems.append(f"{p}: embedded plot {plot} differs from a fresh render")
             have = strip_images(have)
         if have != expected:
             report.problems.append(f"{p} differs from a fresh render of {JSON_FILE} (edited by hand?): "
                                    + _first_diff(have, expected))
-    if lb.get("published_file") and lb.get("published_sha256"):
-        pf = Path(lb["published_file"])
-        if pf.exists() and file_sha256(pf) != lb["published_sha256"]:
-            report.notes.append(f"{pf} changed since the build (reported rows are as they were at build time)")
     return report
 
 
