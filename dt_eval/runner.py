@@ -27,6 +27,7 @@ from .data import LoadedTask, load_task_data
 from .extract import split_reasoning
 from .prompts import PromptError, PromptSettings, build_messages, prompt_text
 from .records import Item
+from .redact import redact_argv
 from .rundir import RunDir, RunDirError, latest_by_key
 from .scoring.submission import extracted_prediction, task_extract
 from .taskconfig import TaskConfig, load_task
@@ -111,7 +112,7 @@ class Runner:
             "preset": self.opts.preset,
             "concurrency": self.opts.concurrency,
             "tasks": tasks,
-            "command": sys.argv,
+            "command": redact_argv(sys.argv),  # no --base-url user:password, no --api-key value
             "python": platform.python_version(),
         }
 
