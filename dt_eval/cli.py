@@ -26,7 +26,13 @@ app = typer.Typer(
 )
 
 
-def fail(msg: str, code: int = 2) -> None:
+# Exit codes of `dt-eval run` (README, "Exit codes"); 0: every sample got an answer.
+EXIT_SAMPLE_ERRORS = 1  # the run finished, but some samples failed (error records; --retry-errors)
+EXIT_USAGE = 2  # bad options, data or run directory: the run could not start or continue
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; finished samples are saved
+
+
+def fail(msg: str, code: int = EXIT_USAGE) -> None:
     from .redact import redact_text
 
     typer.echo(f"error: {redact_text(msg)}", err=True)
@@ -195,13 +201,19 @@ def run_cmd(
 
     Tasks are ours (mmau, mmar, mmsu, ...; see `dt-eval tasks`) or lm-eval's generation tasks as
     lm-eval:NAME (e.g. lm-eval:gsm8k, lm-eval:mmlu_pro) for text-reasoning retention checks: same
-    model and settings, the reasoning kept in samples.jsonl and stripped before lm-eval's filters."""
+    model and settings, the reasoning kept in samples.jsonl and stripped before lm-eval's filters.
+
+    Exit codes:
+    0 every sample got an answer;
+    1 finished, but some samples failed (error records, counted as wrong; --retry-errors redoes them);
+    2 bad options, data or run directory (nothing more was run);
+    130 interrupted (finished samples are saved; rerun the same command to resume)."""
     import asyncio
 
     from .backends import BACKENDS, make_backend
     from .data import DataError
     from .genkwargs import apply_gen_kwargs, parse_gen_kwargs
-    from .report import print_results
+    from .report import error_counts, print_results
     from .runner import RunError, Runner
     from .settings import options_from_preset
     from .taskconfig import UnknownTaskError, load_task
@@ -279,9 +291,11 @@ def run_cmd(
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished samples are saved in {opts.output}. Rerun the same command to resume.",
                    err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     results = run_cot_after(opts.output, results, cot, judge_url, judge_model, embedder)
     print_results(results, run_dir=opts.output)
+    if error_counts(results):  # the run is saved but not clean: scripts must not take it as done
+        raise typer.Exit(EXIT_SAMPLE_ERRORS)
 
 
 @app.command("report")
