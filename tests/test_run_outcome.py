@@ -1,6 +1,6 @@
 """What a `dt-eval run` tells its user and its caller: failed samples are counted beside the
-accuracy and set the exit code; credentials in a `--base-url` / `--judge-url` are used (HTTP
-basic auth) and then never seen again.
+accuracy and set the exit code; audio warnings reach the records and stderr; credentials in a
+`--base-url` / `--judge-url` are used (HTTP basic auth) and then never seen again.
 
 Real runs against the fault-injecting OpenAI server (tests/fault_server.py) on real WAV files:
 in-process through the CLI app (fast), and one subprocess run whose whole footprint -- run
@@ -15,7 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from dt_eval.cli import EXIT_SAMPLE_ERRORS, app
@@ -34,6 +36,11 @@ def run_args(url: str, bench: Path, run: Path, *extra: str) -> list[str]:
 
 def records(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
+
+
+def audio_files(bench: Path) -> list[Path]:
+    meta = json.loads((bench / "mmau-test-mini.json").read_text())
+    return [bench / r["audio_id"] for r in meta]
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,6 +77,35 @@ def test_failed_samples_are_shown_and_set_the_exit_code(tmp_path):
 def test_usage_errors_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["run", "--tasks", "no-such-task", "--model", "m", "--base-url", "http://x/v1"])
     assert res.exit_code == 2 and "no-such-task" in res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Audio warnings: in the sample record, and once per kind on stderr
+
+
+def test_truncated_and_long_clips_are_warned_in_records_and_once_on_stderr(tmp_path):
+    bench = make_fake_benchmark(tmp_path / "b", "mmau", 4, seed=6)
+    files = audio_files(bench)
+    for f in files[:2]:  # two WAVs whose data chunk lost its second half
+        raw = f.read_bytes()
+        f.write_bytes(raw[: 44 + (len(raw) - 44) // 2])
+    seconds = 310.0  # longer than any family's window; "fake-model" has no family, so no window
+    sf.write(files[2], np.zeros(int(seconds * 8000), dtype=np.float32), 8000, subtype="PCM_16")
+    run = tmp_path / "run"
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, run_args(srv.url, bench, run, "--concurrency", "1"))
+        sent = max(len(json.dumps(r.body)) for r in srv.chat_requests())
+    assert res.exit_code == 0, res.output  # warnings are not errors
+    by_audio = {Path(r["audio"]).name: r for r in records(run)}
+    for f in files[:2]:
+        (w,) = by_audio[f.name]["warnings"]
+        assert w.startswith("truncated WAV") and "bytes of audio" in w
+    (w,) = by_audio[files[2].name]["warnings"]
+    assert "clip is 310.0 s" in w and "no audio window" in w and "13.2 MB" in w
+    assert sent > 13_000_000  # it was indeed sent whole
+    assert by_audio[files[3].name]["warnings"] == []
+    assert res.stderr.count("truncated WAV") == 1  # two such clips, one line
+    assert res.stderr.count("clip is 310.0 s") == 1
 
 
 # --------------------------------------------------------------------------------------------
