@@ -1,6 +1,9 @@
 """Audio loading: any soundfile-readable format, mono downmix, proper resampling (soxr).
 
-Errors are per item (AudioError) so one bad clip never stops a run.
+Errors are per item (AudioError) so one bad clip never stops a run. What is usable but not what
+the file promised is a warning in the sample record (and, once per kind, on stderr): a clip
+trimmed to the model's window, a WAV whose data is cut short, a long clip sent whole because no
+window is known.
 """
 
 from __future__ import annotations
@@ -8,12 +11,24 @@ from __future__ import annotations
 import base64
 import io
 import os
+import struct
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 
 from .backends.base import AudioInput
 from .records import AudioRef
+
+
+# With no window, clips longer than this get a warning: the longest window any known family
+# takes (Qwen2.5-Omni / Qwen3-Omni: 300 s). 10 minutes of 16 kHz audio is a 25.6 MB request.
+LONG_CLIP_S = 300.0
+
+# Warning kinds (LoadedAudio.warning_kinds), so a caller can announce each kind once.
+TRIMMED = "trimmed"
+TRUNCATED_WAV = "truncated-wav"
+LONG_NO_WINDOW = "long-no-window"
 
 
 class AudioError(ValueError):
@@ -27,6 +42,44 @@ class LoadedAudio:
     source_channels: int
     source_seconds: float
     warnings: list[str] = field(default_factory=list)
+    warning_kinds: list[str] = field(default_factory=list)  # one per warning: TRIMMED, ...
+
+
+def _wav_shortfall(f: BinaryIO, size: int) -> tuple[int, int] | None:
+    """(bytes the data chunk declares, bytes present) of a RIFF/WAVE file whose data chunk is cut
+    short; None when it is whole or not such a file. libsndfile reads what is there silently."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, n = struct.unpack("<4sI", f.read(8))
+        if cid == b"data":
+            present = size - pos - 8
+            # 0 and 0xFFFFFFFF are "length unknown" placeholders of streamed WAVs, not a promise.
+            return (n, present) if n not in (0, 0xFFFFFFFF) and n > present else None
+        pos += 8 + n + (n & 1)
+    return None
+
+
+def _truncation_warning(ref: AudioRef, seconds: float) -> str | None:
+    try:
+        if ref.data is not None:
+            found = _wav_shortfall(io.BytesIO(ref.data), len(ref.data))
+        elif ref.path:
+            with open(ref.path, "rb") as f:
+                found = _wav_shortfall(f, os.fstat(f.fileno()).st_size)
+        else:
+            return None
+    except (OSError, struct.error):
+        return None
+    if found is None:
+        return None
+    declared, present = found
+    return (f"truncated WAV: its header declares {declared} bytes of audio (about "
+            f"{seconds * declared / max(present, 1):.1f} s) but the file holds {present} ({seconds:.1f} s); "
+            "only what is there was used (re-download or re-export the file)")
 
 
 def _read(ref: AudioRef) -> tuple[np.ndarray, int]:
@@ -73,7 +126,11 @@ def load_audio(ref: AudioRef | None, target_rate: int = 16000, window_s: float |
     if not np.all(np.isfinite(mono)):
         raise AudioError(f"audio contains NaN or infinite samples: {ref.describe()}")
     seconds = mono.size / sr
-    warnings = []
+    warnings, kinds = [], []
+    truncated = _truncation_warning(ref, seconds) if ref.array is None else None
+    if truncated:
+        warnings.append(truncated)
+        kinds.append(TRUNCATED_WAV)
     if sr != target_rate:
         import soxr
 
@@ -85,7 +142,16 @@ def load_audio(ref: AudioRef | None, target_rate: int = 16000, window_s: float |
             f"clip is {seconds:.1f} s, longer than the model's {window_s:g} s audio window: "
             f"only the first {window_s:g} s were used"
         )
-    return LoadedAudio(AudioInput(mono, target_rate), sr, channels, seconds, warnings)
+        kinds.append(TRIMMED)
+    elif not window_s and seconds > LONG_CLIP_S:
+        request_mb = (44 + 2 * mono.size) * 4 / 3 / 1e6  # base64 of the 16-bit WAV sent
+        warnings.append(
+            f"clip is {seconds:.1f} s and no audio window is set (unknown model family, one without a "
+            f"window, or --audio-window 0): sent whole, about {request_mb:.1f} MB in one request; "
+            "pass --preset or --audio-window SECONDS to trim it"
+        )
+        kinds.append(LONG_NO_WINDOW)
+    return LoadedAudio(AudioInput(mono, target_rate), sr, channels, seconds, warnings, kinds)
 
 
 def wav_pcm16_bytes(audio: AudioInput) -> bytes:

@@ -26,8 +26,16 @@ app = typer.Typer(
 )
 
 
-def fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
+# Exit codes of `dt-eval run` (README, "Exit codes"); 0: every sample got an answer.
+EXIT_SAMPLE_ERRORS = 1  # the run finished, but some samples failed (error records; --retry-errors)
+EXIT_USAGE = 2  # bad options, data or run directory: the run could not start or continue
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; finished samples are saved
+
+
+def fail(msg: str, code: int = EXIT_USAGE) -> None:
+    from .redact import redact_text
+
+    typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
 
 
@@ -164,7 +172,7 @@ def run_cmd(
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks, e.g. mmau,mmar,mmsu.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local path (for openai: the served model name).")],
     backend: Annotated[str, typer.Option("--backend", "-b", help="hf (transformers), openai (any OpenAI-compatible server, e.g. vllm serve), vllm (in-process engine).")] = "openai",
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint(s), repeat or comma-separate to share the load across servers.")] = None,
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint(s), repeat or comma-separate to share the load across servers. http://USER:PASSWORD@host/v1 is sent as HTTP basic auth (key: $DT_EVAL_API_KEY or $OPENAI_API_KEY); credentials are never stored or printed.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default runs/<model>). Rerun the same command to resume.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task.")] = None,
     repeats: Annotated[int, typer.Option("--repeats", "-k", help="Samples per item (with sampling): mean ± std, pass@K, majority vote.")] = 1,
@@ -184,7 +192,7 @@ def run_cmd(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf/vllm: float32, bfloat16, float16, auto.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
     cot: Annotated[Optional[str], typer.Option("--cot", help="After inference, score the reasoning: hybrid, stage2, embedding, evaluator, consistency, format, rubrics or all (comma-separated); see `dt-eval rescore`.")] = None,
-    judge_url: Annotated[Optional[list[str]], typer.Option("--judge-url", help="OpenAI-compatible judge endpoint for --cot (key: $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY).")] = None,
+    judge_url: Annotated[Optional[list[str]], typer.Option("--judge-url", help="OpenAI-compatible judge endpoint for --cot (key: $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY; USER:PASSWORD@ in the URL: HTTP basic auth).")] = None,
     judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name for --cot.")] = "gpt-4o-2024-11-20",
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="sentence-transformers model for --cot (default: offline all-MiniLM-L6-v2).")] = None,
     lm_eval_include_path: Annotated[Optional[str], typer.Option("--lm-eval-include-path", help="Folder(s) of extra lm-eval task configs for lm-eval:NAME tasks (as lm_eval --include_path).")] = None,
@@ -193,13 +201,19 @@ def run_cmd(
 
     Tasks are ours (mmau, mmar, mmsu, ...; see `dt-eval tasks`) or lm-eval's generation tasks as
     lm-eval:NAME (e.g. lm-eval:gsm8k, lm-eval:mmlu_pro) for text-reasoning retention checks: same
-    model and settings, the reasoning kept in samples.jsonl and stripped before lm-eval's filters."""
+    model and settings, the reasoning kept in samples.jsonl and stripped before lm-eval's filters.
+
+    Exit codes:
+    0 every sample got an answer;
+    1 finished, but some samples failed (error records, counted as wrong; --retry-errors redoes them);
+    2 bad options, data or run directory (nothing more was run);
+    130 interrupted (finished samples are saved; rerun the same command to resume)."""
     import asyncio
 
     from .backends import BACKENDS, make_backend
     from .data import DataError
     from .genkwargs import apply_gen_kwargs, parse_gen_kwargs
-    from .report import print_results
+    from .report import error_counts, print_results
     from .runner import RunError, Runner
     from .settings import options_from_preset
     from .taskconfig import UnknownTaskError, load_task
@@ -277,9 +291,11 @@ def run_cmd(
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished samples are saved in {opts.output}. Rerun the same command to resume.",
                    err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     results = run_cot_after(opts.output, results, cot, judge_url, judge_model, embedder)
     print_results(results, run_dir=opts.output)
+    if error_counts(results):  # the run is saved but not clean: scripts must not take it as done
+        raise typer.Exit(EXIT_SAMPLE_ERRORS)
 
 
 @app.command("report")
@@ -336,7 +352,7 @@ def serve_cmd(
     data_parallel: Annotated[int, typer.Option("--data-parallel", help="vLLM data-parallel replicas inside one server.")] = 1,
     served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Name clients use (default: the model path).")] = None,
     python: Annotated[Optional[str], typer.Option("--python", help="Python of the environment that has vLLM (e.g. .venv-vllm/bin/python).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command and exit.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command and exit (a secret flag's value, e.g. --api-key, shown as ***).")] = False,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List model-family presets and exit.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server to become healthy.")] = 900.0,
 ) -> None:
@@ -365,9 +381,9 @@ def serve_cmd(
         fail(str(e))
         return
     if dry_run:
-        typer.echo(cmd.shell())
+        typer.echo(cmd.shown())
         return
-    typer.echo(f"starting: {cmd.shell()}", err=True)
+    typer.echo(f"starting: {cmd.shown()}", err=True)
     import signal
 
     # Ctrl-C and SIGTERM both stop the server cleanly, even when this process was started with

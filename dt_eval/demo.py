@@ -545,9 +545,9 @@ def _audio_textbox_class() -> Any:
 
 
 def _safe_url(url: str) -> str:
-    from .backends.openai_compat import _display_url
+    from .redact import redact_url
 
-    return _display_url(url)
+    return redact_url(url)
 
 
 def _preload_matplotlib() -> None:

@@ -55,10 +55,10 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         last = t["repeats"][-1] if t["repeats"] else {}
         total_unparsed = sum(r.get("unparsed", 0) for r in t["repeats"])
         row |= {
+            "errors": sum(r.get("errors", 0) for r in t["repeats"]),  # beside the accuracy they lower
             "unparsed": total_unparsed,
             "truncated": sum(r.get("truncated", 0) for r in t["repeats"]),
             "cut (length)": sum(r.get("cut_by_length", 0) for r in t["repeats"]),
-            "errors": sum(r.get("errors", 0) for r in t["repeats"]),
             "reasoning chars": round(last.get("mean_reasoning_chars", 0.0)),
         }
         if k > 1 and t.get("answers_available"):
@@ -81,9 +81,9 @@ def _lm_eval_row(name: str, t: dict[str, Any]) -> dict[str, Any]:
     value = (t.get("metrics") or {}).get(primary, {}).get("value") if primary else None
     row: dict[str, Any] = {"task": name, "samples": t["samples"],
                            "accuracy": f"{value * 100:.2f} ({primary})" if value is not None else "not scored yet",
-                           "official raw": "lm-eval", "unparsed": "-",
+                           "official raw": "lm-eval", "errors": rep.get("errors", 0), "unparsed": "-",
                            "truncated": rep.get("truncated", 0), "cut (length)": rep.get("cut_by_length", 0),
-                           "errors": rep.get("errors", 0), "reasoning chars": round(rep.get("mean_reasoning_chars", 0.0))}
+                           "reasoning chars": round(rep.get("mean_reasoning_chars", 0.0))}
     if not t.get("complete", True):
         row["task"] = f"{name} (incomplete)"
     return row
@@ -102,6 +102,17 @@ def lm_eval_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
+def error_counts(results: dict[str, Any]) -> dict[str, int]:
+    """Samples whose generation failed (an `error` record), per task that has any. Such a
+    sample counts as a wrong answer, so a run with any is not a clean measurement."""
+    out = {}
+    for name, t in results["tasks"].items():
+        n = sum(r.get("errors", 0) for r in t.get("repeats") or [])
+        if n:
+            out[name] = n
+    return out
+
+
 def print_results(results: dict[str, Any], run_dir: str | Path | None = None) -> None:
     for name, t in results["tasks"].items():
         reps = t["repeats"]
@@ -116,11 +127,20 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
         print(f"\n== {name} (official breakdown on extracted answers, repeat {reps[0]['repeat']}) ==")
         for line in reps[0]["official_lines"]:
             print(line)
+        if reps[0].get("errors"):  # right after the official block, labelled as ours
+            print(f"dt-eval: {reps[0]['errors']} of these {reps[0].get('total', t['samples'])} samples FAILED "
+                  "(no answer; counted as wrong in the accuracy above)")
     rows = summary_rows(results)
     print()
     print(tabulate(rows, headers="keys", disable_numparse=True))
     print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
           "match on the whole post-reasoning output (no extraction).")
+    errors = error_counts(results)
+    if errors:
+        per_task = ", ".join(f"{k} {v}" for k, v in errors.items())
+        print(f"\nerrors: {sum(errors.values())} sample(s) failed ({per_task}) and count as wrong answers; "
+              "rerun the same `dt-eval run` command with --retry-errors to redo them (see `error` in samples.jsonl "
+              "for why).")
     if run_dir is not None:
         print(f"run directory: {run_dir}")
 

@@ -27,6 +27,7 @@ from .data import LoadedTask, load_task_data
 from .extract import split_reasoning
 from .prompts import PromptError, PromptSettings, build_messages, prompt_text
 from .records import Item
+from .redact import redact_argv
 from .rundir import RunDir, RunDirError, latest_by_key
 from .scoring.submission import extracted_prediction, task_extract
 from .taskconfig import TaskConfig, load_task
@@ -95,6 +96,7 @@ class Runner:
         self.say = on_event or (lambda msg: print(msg, file=sys.stderr))
         self.rundir = RunDir(opts.output)
         self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
+        self._audio_warned: set[str] = set()  # audio warning kinds already shown on stderr
 
     # ------------------------------------------------------------ config and resume
     def _config(self, loaded: dict[str, LoadedTask], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -111,7 +113,7 @@ class Runner:
             "preset": self.opts.preset,
             "concurrency": self.opts.concurrency,
             "tasks": tasks,
-            "command": sys.argv,
+            "command": redact_argv(sys.argv),  # no --base-url user:password, no --api-key value
             "python": platform.python_version(),
         }
 
@@ -243,6 +245,11 @@ class Runner:
             return None, [], f"audio: {e}"
         except Exception as e:  # an unexpected decoder failure is still one item's problem
             return None, [], f"audio: {type(e).__name__}: {e}"
+        for kind, text in zip(loaded.warning_kinds, loaded.warnings):  # every one is in the record
+            if kind not in self._audio_warned:
+                self._audio_warned.add(kind)
+                self.say(f"warning: {key}: {text} (shown once; every such clip has it in the `warnings` "
+                         "of its samples.jsonl record)")
         sampling = SamplingConfig(**{**self.opts.sampling.to_dict()})
         if sampling.seed is None:
             sampling.seed = self.opts.seed + repeat

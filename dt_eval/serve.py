@@ -37,6 +37,14 @@ class ServeCommand:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
         return (env + " " if env else "") + shlex.join(self.argv)
 
+    def shown(self) -> str:
+        """`shell()` fit for a terminal or a log: values of secret flags (vLLM's `--api-key`
+        passed after `--`) masked."""
+        from .redact import redact_argv
+
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return (env + " " if env else "") + shlex.join(redact_argv(self.argv))
+
 
 def build_command(model: str, *, preset: str | None = None, engine: str = "vllm", host: str = "127.0.0.1",
                   port: int = 8000, gpus: int = 1, data_parallel: int = 1, python: str | None = None,

@@ -104,8 +104,10 @@ def test_bad_inputs_are_recorded_and_the_run_finishes(det_model_dir, tmp_path):
     recs[5]["choices"] = []                                    # no options
     meta_path.write_text("\n".join(json.dumps(r) for r in recs))
     run = tmp_path / "run"
-    dt_eval("run", "--tasks", "mmar", "--model", str(det_model_dir), "--backend", "hf",
-            "--data-dir", f"mmar={bench}", "--output", str(run), "--no-progress")
+    first = dt_eval("run", "--tasks", "mmar", "--model", str(det_model_dir), "--backend", "hf",
+                    "--data-dir", f"mmar={bench}", "--output", str(run), "--no-progress", check=False)
+    assert first.returncode == 1, first.stderr  # finished, with failed samples
+    assert "errors: 4 sample(s) failed" in first.stdout and "--retry-errors" in first.stdout
     by_id = {r["id"]: r for r in samples(run)}
     assert len(by_id) == 7
     assert "not found" in by_id[recs[0]["id"]]["error"]
@@ -120,8 +122,9 @@ def test_bad_inputs_are_recorded_and_the_run_finishes(det_model_dir, tmp_path):
     assert res["errors"] == 4 and res["total"] == 7 and res["warnings"] == 1
     # --retry-errors redoes only the failed ones (they fail again: the files are still bad)
     audio(recs[0]).write_bytes(b"")  # still unusable
-    dt_eval("run", "--tasks", "mmar", "--model", str(det_model_dir), "--backend", "hf",
-            "--data-dir", f"mmar={bench}", "--output", str(run), "--no-progress", "--retry-errors")
+    retry = dt_eval("run", "--tasks", "mmar", "--model", str(det_model_dir), "--backend", "hf",
+                    "--data-dir", f"mmar={bench}", "--output", str(run), "--no-progress", "--retry-errors", check=False)
+    assert retry.returncode == 1, retry.stderr
     again = samples(run)
     assert len(again) == 7 + 4
 

@@ -15,7 +15,9 @@ What it does:
   HTTP 408/409/429/5xx and malformed answers; other 4xx are client errors and fail at once;
 - a failed request becomes `Generation(error=...)`: `generate` never raises for one request;
 - the API key goes only into the Authorization header: never into describe(), repr(), errors
-  or logs (any echo of it by a server is redacted).
+  or logs (any echo of it by a server is redacted);
+- a base URL with `user:password@` is sent HTTP basic auth (`Authorization: Basic`, in place of
+  the bearer key) and used without its userinfo; the credentials never appear in what it shows.
 """
 
 from __future__ import annotations
@@ -24,16 +26,15 @@ import asyncio
 import logging
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from ..audio import wav_base64
+from ..redact import basic_auth_header, redact_text, redact_url, split_credentials
 from .base import Generation, GenerationRequest
 
 try:  # optional: faster JSON when present
@@ -66,7 +67,6 @@ _MAX_ERROR_CHARS = 300
 _COOLDOWN_CAP_S = 30.0
 # Unique per process: marks where the (already base64, so JSON-safe) audio goes in the body.
 _AUDIO_TOKEN = "@@dt-eval-audio-" + uuid.uuid4().hex + "-%d@@"
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,15 +151,6 @@ def build_body(model: str, req: GenerationRequest) -> bytes:
 # Helpers
 
 
-def _display_url(url: str) -> str:
-    """The URL without user:password, for describe() and errors."""
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc="***@" + host)
-    return urlunsplit(parts)
-
-
 def _short_server_message(raw: bytes) -> str:
     """The server's error message: `error.message`, `message` or `detail`, else the raw text."""
     try:
@@ -202,12 +193,19 @@ def _content_text(content: Any) -> str:
 
 
 class _Server:
-    __slots__ = ("index", "url", "display", "inflight", "sent", "succeeded", "failed", "fail_streak", "down_until")
+    __slots__ = ("index", "url", "display", "headers", "password", "inflight", "sent", "succeeded", "failed",
+                 "fail_streak", "down_until")
 
-    def __init__(self, index: int, url: str) -> None:
+    def __init__(self, index: int, url: str, headers: dict[str, str]) -> None:
         self.index = index
-        self.url = url
-        self.display = _display_url(url)
+        # aiohttp refuses a URL with userinfo next to an Authorization header: send it as basic auth.
+        self.url, credentials = split_credentials(url)
+        self.display = redact_url(url)  # for describe(), records and errors
+        self.headers = headers
+        self.password = None
+        if credentials is not None:
+            self.headers = {**headers, "Authorization": basic_auth_header(credentials)}
+            self.password = credentials[1]
         self.inflight = 0
         self.sent = 0
         self.succeeded = 0
@@ -275,7 +273,8 @@ class OpenAIBackend:
             key, self._key_source = "EMPTY", "none"
         self._secret = key if key and key != "EMPTY" else None  # what redaction hides
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        self._servers = [_Server(i, u) for i, u in enumerate(urls)]
+        self._servers = [_Server(i, u, self._headers) for i, u in enumerate(urls)]
+        self._secrets = [self._secret] + [s.password for s in self._servers]
         self._rr = 0
         self._session: Any = None  # aiohttp.ClientSession, made in the running loop
         self._sem: asyncio.Semaphore | None = None
@@ -356,7 +355,7 @@ class OpenAIBackend:
             info: dict[str, Any] = {"base_url": s.display, "ok": False}
             t0 = time.perf_counter()
             try:
-                async with self._session.get(s.url + "/models", headers=self._headers, timeout=timeout) as resp:
+                async with self._session.get(s.url + "/models", headers=s.headers, timeout=timeout) as resp:
                     raw = await resp.read()
                     info["latency_s"] = round(time.perf_counter() - t0, 4)
                     if resp.status != 200:
@@ -383,9 +382,7 @@ class OpenAIBackend:
     # -- internals -----------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return _BEARER_RE.sub(r"\1***", text)
+        return redact_text(text, self._secrets)
 
     def _ensure_session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -483,7 +480,7 @@ class OpenAIBackend:
         t0 = time.perf_counter()
         try:
             try:
-                async with self._session.post(server.url + "/chat/completions", data=body, headers=self._headers) as resp:
+                async with self._session.post(server.url + "/chat/completions", data=body, headers=server.headers) as resp:
                     raw = await resp.read()
                     status = resp.status
                     headers = resp.headers

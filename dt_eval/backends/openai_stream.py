@@ -16,7 +16,8 @@ simply re-render the latest one and may skip any it has no time for.
 
 Errors are :class:`StreamError` with a message fit to show a user: it names the server by its URL
 without credentials and never contains the API key (an echo of it by a server is redacted) or the
-request body (audio).
+request body (audio). A base URL with `user:password@` is sent HTTP basic auth (in place of the
+bearer key).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,11 +33,11 @@ from typing import Any
 import aiohttp
 
 from ..extract import split_reasoning
-from .openai_compat import _display_url, _short_server_message
+from ..redact import basic_auth_header, redact_text, redact_url, split_credentials
+from .openai_compat import _short_server_message
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
 
 
 class StreamError(Exception):
@@ -76,11 +76,17 @@ def resolve_api_key(api_key: str | None) -> str | None:
     return api_key or os.environ.get("DT_EVAL_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
 
 
-def _redact(text: str, api_key: str | None) -> str:
-    text = _BEARER_RE.sub(r"\1***", text)
-    if api_key:
-        text = text.replace(api_key, "***")
-    return text
+def _redact(text: str, *secrets: str | None) -> str:
+    return redact_text(text, secrets)
+
+
+def _endpoint(base_url: str, path: str, key: str | None) -> tuple[str, dict[str, str], str | None]:
+    """(URL to request without userinfo, auth headers, the URL's password): `user:password@`
+    becomes HTTP basic auth, else the bearer key (when there is one)."""
+    url, credentials = split_credentials(base_url.rstrip("/"))
+    if credentials is not None:
+        return url + path, {"Authorization": basic_auth_header(credentials)}, credentials[1]
+    return url + path, ({"Authorization": f"Bearer {key}"} if key else {}), None
 
 
 def _held_back(text: str) -> int:
@@ -116,21 +122,20 @@ def _snapshot(acc: _Acc, final: bool) -> tuple[str, str, bool, str]:
 async def fetch_models(base_url: str, *, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
     """Model ids served at `base_url` (``GET {base_url}/models``)."""
     key = resolve_api_key(api_key)
-    url = base_url.rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url, headers, password = _endpoint(base_url, "/models", key)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
             async with s.get(url, headers=headers) as r:
                 raw = await r.read()
                 if r.status != 200:
                     raise StreamError(
-                        f"{_display_url(base_url)} answered HTTP {r.status} to GET /models: "
-                        f"{_redact(_short_server_message(raw), key)}")
+                        f"{redact_url(base_url)} answered HTTP {r.status} to GET /models: "
+                        f"{_redact(_short_server_message(raw), key, password)}")
                 data = json.loads(raw)
     except aiohttp.ClientConnectorError:
-        raise ServerUnreachable(f"cannot connect to the model server at {_display_url(base_url)}") from None
+        raise ServerUnreachable(f"cannot connect to the model server at {redact_url(base_url)}") from None
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-        raise StreamError(f"GET {_display_url(base_url)}/models failed: {type(e).__name__}") from None
+        raise StreamError(f"GET {redact_url(base_url)}/models failed: {type(e).__name__}") from None
     return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
@@ -152,13 +157,11 @@ async def stream_chat(
     ``finished=True``. Raises :class:`ServerUnreachable` / :class:`StreamError`.
     """
     key = resolve_api_key(api_key)
-    url = base_url.rstrip("/") + "/chat/completions"
-    shown = _display_url(base_url)
+    url, auth, password = _endpoint(base_url, "/chat/completions", key)
+    shown = redact_url(base_url)
     body = {"model": model, "messages": messages, **fields, "stream": True,
             "stream_options": {"include_usage": True}}
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **auth}
     own = session is None
     if own:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
@@ -179,7 +182,7 @@ async def stream_chat(
             if resp.status != 200:
                 raw = await resp.read()
                 raise StreamError(f"the model server at {shown} answered HTTP {resp.status}: "
-                                  f"{_redact(_short_server_message(raw), key)}")
+                                  f"{_redact(_short_server_message(raw), key, password)}")
             buf = b""
             done = False
             try:
@@ -199,7 +202,7 @@ async def stream_chat(
                         except ValueError:
                             raise StreamError(f"the model server at {shown} sent a malformed stream event") from None
                         if isinstance(event, dict) and isinstance(event.get("error"), dict):
-                            msg = _redact(str(event["error"].get("message", "error")), key)
+                            msg = _redact(str(event["error"].get("message", "error")), key, password)
                             raise StreamError(f"the model server at {shown} reported an error: {msg[:300]}")
                         if _apply(event, acc, upd):
                             upd.chunks += 1

@@ -18,7 +18,9 @@ _COT_HELP = ("Reasoning scorers, comma-separated: hybrid (gated 0.5*LLM + 0.5*em
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    from ..redact import redact_text
+
+    typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
 
 
@@ -226,7 +228,9 @@ def run_cot_after(run_dir: Path, results: dict[str, Any], cot: str | None, judge
     try:
         aggregates = rescore_run(run_dir, cot, _csv(judge_url) or None, judge_model, embedder)
     except (RescoreError, ValueError, OSError) as e:
-        typer.echo(f"error: reasoning scoring failed: {e}; inference results are saved. "
+        from ..redact import redact_text
+
+        typer.echo(f"error: reasoning scoring failed: {redact_text(str(e))}; inference results are saved. "
                    f"Retry with: dt-eval rescore {run_dir} --cot {cot}", err=True)
         return results
     for task, agg in aggregates.items():

@@ -67,11 +67,11 @@ class JudgeConfig:
         return None, "none"
 
     def describe(self) -> dict[str, Any]:
-        from ..backends.openai_compat import _display_url
+        from ..redact import redact_url
 
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
         return {
-            "model": self.model, "base_urls": [_display_url(u) for u in urls], "temperature": self.temperature,
+            "model": self.model, "base_urls": [redact_url(u) for u in urls], "temperature": self.temperature,
             "seed": self.seed, "max_tokens": self.max_tokens, "concurrency": self.concurrency,
             "timeout_s": self.timeout_s, "max_retries": self.max_retries, "parse_retries": self.parse_retries,
             "extra_body": self.extra_body, "api_key_source": self.resolved_key()[1],
@@ -171,8 +171,11 @@ class JudgeClient:
         return self.config.describe()
 
     def redact(self, text: str | None) -> str | None:
-        if text and self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
+        """Replies and errors as stored: the key and the judge URLs' passwords masked (literal
+        matches only: a reply's own words are kept; transport errors come redacted already)."""
+        for secret in self._backend._secrets:
+            if text and secret and secret in text:
+                text = text.replace(secret, "***")
         return text
 
     def _sampling(self):

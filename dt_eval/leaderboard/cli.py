@@ -21,7 +21,9 @@ app = typer.Typer(
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    from ..redact import redact_text
+
+    typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
 
 
