@@ -10,7 +10,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .aggregate import fmt_mean_std
-from .rundir import read_samples, latest_by_key
+from .rundir import SamplesError, latest_by_key, read_samples
 
 
 class ReportError(ValueError):
@@ -26,7 +26,10 @@ def load_run_results(run_dir: str | Path) -> dict[str, Any]:
     if not cfg_path.exists():
         raise ReportError(f"{run_dir}: not a dt-eval run directory (no config.json)")
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    records, _ = read_samples(run_dir)
+    try:
+        records, _ = read_samples(run_dir)
+    except SamplesError as e:
+        raise ReportError(str(e)) from None
     if not records:
         raise ReportError(f"{run_dir}: no samples yet")
     results = compute_results(config, latest_by_key(records).values())
@@ -59,6 +62,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "truncated": sum(r.get("truncated", 0) for r in t["repeats"]),
             "cut (length)": sum(r.get("cut_by_length", 0) for r in t["repeats"]),
             "errors": sum(r.get("errors", 0) for r in t["repeats"]),
+            "data errors": sum(r.get("data_errors", 0) for r in t["repeats"]),
             "reasoning chars": round(last.get("mean_reasoning_chars", 0.0)),
         }
         if k > 1 and t.get("answers_available"):
@@ -71,6 +75,9 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         if not t.get("complete", True):
             row["task"] = f"{name} (incomplete)"
         rows.append(row)
+    if not any(row.get("data errors") for row in rows):  # most runs have none: no column
+        for row in rows:
+            row.pop("data errors", None)
     return rows
 
 
@@ -115,14 +122,27 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
             continue
         print(f"\n== {name} (official breakdown on extracted answers, repeat {reps[0]['repeat']}) ==")
         for line in reps[0]["official_lines"]:
-            print(line)
+            print(_printable(line))
+        bad = reps[0].get("data_error_items") or []
+        if bad:
+            shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+            print(_printable(f"[dt-eval] {len(bad)} item(s) left out of the accuracy: their metadata cannot be "
+                             f"scored by the official script: {shown}"))
     rows = summary_rows(results)
     print()
-    print(tabulate(rows, headers="keys", disable_numparse=True))
+    print(_printable(tabulate(rows, headers="keys", disable_numparse=True)))
     print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
           "match on the whole post-reasoning output (no extraction).")
+    if any("data errors" in row for row in rows):
+        print("data errors: items whose metadata the official script cannot score (no answer, a null option); "
+              "counted here, not in the accuracy.")
     if run_dir is not None:
         print(f"run directory: {run_dir}")
+
+
+def _printable(text: str) -> str:
+    """A lone surrogate (from metadata or a model output) cannot be printed as UTF-8: show it escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def compare_runs(all_results: list[dict[str, Any]], names: list[str]) -> str:
