@@ -176,7 +176,8 @@ class Runner:
                 await run_lm_eval_task(self, name, done)
             return self.finalize(configs, loaded)
         finally:
-            # queued records are finished generations: write them before the file closes
+            # records still being built are finished generations: write them before the file closes
+            # (on Ctrl-C the ones not started yet are dropped, and generated again on resume)
             self._record_workers.shutdown(wait=True)
             self.rundir.close()
             await self.backend.aclose()
