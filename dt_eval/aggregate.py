@@ -65,9 +65,13 @@ def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_it
         if not cfg.answers_available:
             repeats.append(_counts(group) | {"repeat": r})
             continue
-        report = score_records(cfg, submission_records(cfg, group, "extracted"), invalid="exclude")
-        raw = score_records(cfg, submission_records(cfg, group, "raw"), invalid="exclude")
+        # items the official scorer cannot score stay out of the denominator, counted as data errors
+        scorable = [s for s in group if not s.get("data_error")]
+        report = score_records(cfg, submission_records(cfg, scorable, "extracted"), invalid="exclude")
+        raw = score_records(cfg, submission_records(cfg, scorable, "raw"), invalid="exclude")
         reports[r] = report
+        counts = _counts(group)
+        data_errors = counts.pop("data_error_items") + report.invalid
         repeats.append(
             {
                 "repeat": r,
@@ -80,7 +84,8 @@ def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_it
                 "official_lines": report.official_lines(),
                 "invalid_records": report.invalid,
             }
-            | _counts(group)
+            | counts
+            | {"data_errors": len(data_errors), "data_error_items": data_errors}
         )
     out: dict[str, Any] = {
         "task": cfg.name,
@@ -106,12 +111,15 @@ def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_it
 
 
 def _counts(group: list[dict[str, Any]]) -> dict[str, Any]:
-    errors = sum(1 for s in group if s.get("error"))
+    data_errors = [f"{s['id']}: {s.get('error')}" for s in group if s.get("data_error")]
+    errors = sum(1 for s in group if s.get("error") and not s.get("data_error"))
     ext = [s.get("extracted") or {} for s in group]
     reasoning_chars = [len(s.get("reasoning_text") or "") for s in group if not s.get("error")]
     tokens = [s["completion_tokens"] for s in group if s.get("completion_tokens") is not None]
     return {
-        "errors": errors,
+        "errors": errors,  # failed samples, scored wrong
+        "data_errors": len(data_errors),  # metadata the official scorer cannot score: not in the accuracy
+        "data_error_items": data_errors,
         "unparsed": sum(1 for s, e in zip(group, ext) if not s.get("error") and e.get("unparsed")),
         "truncated": sum(1 for e in ext if e.get("truncated")),
         "cut_by_length": sum(1 for s in group if s.get("finish_reason") == "length"),
@@ -134,7 +142,8 @@ def _pass_and_vote(cfg: TaskConfig, by_repeat: dict[int, list[dict[str, Any]]]) 
     per_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in sorted(by_repeat):
         for s in by_repeat[r]:
-            per_item[s["id"]].append(s)
+            if not s.get("data_error"):  # out of every denominator, like the accuracy's
+                per_item[s["id"]].append(s)
     k = len(by_repeat)
     passed = voted = 0
     for runs in per_item.values():

@@ -71,9 +71,33 @@ def load_task_data(cfg: TaskConfig, data_dir: str | Path | None = None, limit: i
             f"{cfg.name}: metadata sha256 {loaded.sha256[:12]}… is not a known release; "
             "numbers may not be comparable with published ones"
         )
+    _check_unique_ids(cfg, loaded)
+    bad = [item for item in loaded.items if item.data_error]
+    if bad:
+        loaded.warnings.append(
+            f"{cfg.name}: {len(bad)} item(s) with metadata errors are recorded as data errors and left out of "
+            f"the accuracy: {_show_ids([f'{item.id} ({item.data_error})' for item in bad])}"
+        )
     if limit is not None:
         loaded.items = loaded.items[:limit]
     return loaded
+
+
+def _show_ids(ids: list[str], n: int = 10) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _check_unique_ids(cfg: TaskConfig, loaded: LoadedTask) -> None:
+    """Samples are keyed by item id: a repeated id would silently overwrite the earlier item's sample."""
+    seen: dict[str, int] = {}
+    for item in loaded.items:
+        seen[item.id] = seen.get(item.id, 0) + 1
+    dups = [f"{i!r} ({n}x)" for i, n in seen.items() if n > 1]
+    if dups:
+        raise DataError(
+            f"{cfg.name}: {len(dups)} item id(s) occur more than once in {loaded.source}: {_show_ids(dups)}; "
+            "each sample is stored under its item id, so ids must be unique"
+        )
 
 
 def _metadata_path(cfg: TaskConfig, root: Path) -> Path:
@@ -116,17 +140,36 @@ def _read_metadata_file(path: Path, cfg: TaskConfig) -> list[dict[str, Any]]:
     fmt = cfg.data.local.format if cfg.data.local else "auto"
     if fmt == "auto":
         fmt = "jsonl" if path.suffix == ".jsonl" else "json"
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
     try:
-        if fmt == "json":
-            data = json.loads(text)
-        else:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid {fmt.upper()} ({e})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list of records")
-    return data
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line}: {e.reason})") from None
+    if fmt == "json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}: record #{i} is a {type(rec).__name__}, not an object")
+        return records
+    records = []
+    # split on "\n" only: str.splitlines also breaks at U+2028 and other characters JSON strings may hold
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {n} is not valid JSON (column {e.colno}: {e.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: line {n} is a {type(rec).__name__}, not an object")
+        records.append(rec)
+    return records
 
 
 def _read_parquet(files: list[Path], cfg: TaskConfig) -> list[dict[str, Any]]:
@@ -177,6 +220,31 @@ def _group_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def record_data_error(cfg: TaskConfig, rec: dict[str, Any]) -> str | None:
+    """Why the official scorer cannot score this metadata record, or None. Such an item is not
+    sent to the model; it is recorded and counted as a data error."""
+    f = cfg.fields
+    if cfg.answers_available and f.answer and not isinstance(rec.get(f.answer), str):
+        shown = "missing" if f.answer not in rec else f"{rec[f.answer]!r}, not a string"
+        return f"'{f.answer}' is {shown}"
+    if f.choice_columns:
+        # a null option before a set one would shift the letters away from the official scorer's
+        values = [rec.get(c) for c in f.choice_columns]
+        last = max((i for i, v in enumerate(values) if v is not None), default=-1)
+        for col, value in zip(f.choice_columns[: last + 1], values):
+            if not isinstance(value, str):
+                return f"'{col}' is {'null' if value is None else repr(value)}"
+        return None
+    name = f.choices or "choices"
+    choices = rec.get(name)
+    if not isinstance(choices, list):
+        return f"'{name}' is {'missing' if name not in rec else repr(choices)}, not a list"
+    for i, c in enumerate(choices):
+        if not isinstance(c, str):
+            return f"option #{i} of '{name}' is {'null' if c is None else repr(c)}, not a string"
+    return None
+
+
 def item_from_record(cfg: TaskConfig, rec: dict[str, Any], index: int, base: Path | None) -> Item:
     f = cfg.fields
     if f.choice_columns:
@@ -199,6 +267,7 @@ def item_from_record(cfg: TaskConfig, rec: dict[str, Any], index: int, base: Pat
         groups=groups,
         raw=raw,
         reference_thinking=rec.get(f.reference_thinking) if f.reference_thinking else None,
+        data_error=record_data_error(cfg, rec),
     )
 
 

@@ -41,6 +41,9 @@ class Item:
     raw: dict[str, Any] = field(default_factory=dict)
     # Extra per-item material used by reasoning scorers (reference chain, rubric).
     reference_thinking: str | None = None
+    # Why the official scorer cannot score this record (no answer, a null option): the run records
+    # it as a data error instead of asking the model, and the tables count it.
+    data_error: str | None = None
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .aggregate import fmt_mean_std
-from .rundir import read_samples, latest_by_key
+from .rundir import SamplesError, latest_by_key, read_samples
 
 
 class ReportError(ValueError):
@@ -26,7 +26,10 @@ def load_run_results(run_dir: str | Path) -> dict[str, Any]:
     if not cfg_path.exists():
         raise ReportError(f"{run_dir}: not a dt-eval run directory (no config.json)")
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    records, _ = read_samples(run_dir)
+    try:
+        records, _ = read_samples(run_dir)
+    except SamplesError as e:
+        raise ReportError(str(e)) from None
     if not records:
         raise ReportError(f"{run_dir}: no samples yet")
     results = compute_results(config, latest_by_key(records).values())
@@ -59,6 +62,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "unparsed": total_unparsed,
             "truncated": sum(r.get("truncated", 0) for r in t["repeats"]),
             "cut (length)": sum(r.get("cut_by_length", 0) for r in t["repeats"]),
+            "data errors": sum(r.get("data_errors", 0) for r in t["repeats"]),
             "reasoning chars": round(last.get("mean_reasoning_chars", 0.0)),
         }
         if k > 1 and t.get("answers_available"):
@@ -71,6 +75,9 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         if not t.get("complete", True):
             row["task"] = f"{name} (incomplete)"
         rows.append(row)
+    if not any(row.get("data errors") for row in rows):  # most runs have none: no column
+        for row in rows:
+            row.pop("data errors", None)
     return rows
 
 
@@ -102,12 +109,13 @@ def lm_eval_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
-def error_counts(results: dict[str, Any]) -> dict[str, int]:
-    """Samples whose generation failed (an `error` record), per task that has any. Such a
-    sample counts as a wrong answer, so a run with any is not a clean measurement."""
+def error_counts(results: dict[str, Any], data_errors: bool = True) -> dict[str, int]:
+    """Samples with an `error` record, per task that has any: failed generations (counted as wrong
+    answers) and, unless `data_errors=False`, items whose metadata cannot be scored. A run with
+    either is not a clean measurement (`dt-eval run` exits 1)."""
     out = {}
     for name, t in results["tasks"].items():
-        n = sum(r.get("errors", 0) for r in t.get("repeats") or [])
+        n = sum(r.get("errors", 0) + (r.get("data_errors", 0) if data_errors else 0) for r in t.get("repeats") or [])
         if n:
             out[name] = n
     return out
@@ -126,23 +134,36 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
             continue
         print(f"\n== {name} (official breakdown on extracted answers, repeat {reps[0]['repeat']}) ==")
         for line in reps[0]["official_lines"]:
-            print(line)
+            print(_printable(line))
         if reps[0].get("errors"):  # right after the official block, labelled as ours
             print(f"dt-eval: {reps[0]['errors']} of these {reps[0].get('total', t['samples'])} samples FAILED "
                   "(no answer; counted as wrong in the accuracy above)")
+        bad = reps[0].get("data_error_items") or []
+        if bad:
+            shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+            print(_printable(f"[dt-eval] {len(bad)} item(s) left out of the accuracy: their metadata cannot be "
+                             f"scored by the official script: {shown}"))
     rows = summary_rows(results)
     print()
-    print(tabulate(rows, headers="keys", disable_numparse=True))
+    print(_printable(tabulate(rows, headers="keys", disable_numparse=True)))
     print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
           "match on the whole post-reasoning output (no extraction).")
-    errors = error_counts(results)
+    errors = error_counts(results, data_errors=False)
     if errors:
         per_task = ", ".join(f"{k} {v}" for k, v in errors.items())
         print(f"\nerrors: {sum(errors.values())} sample(s) failed ({per_task}) and count as wrong answers; "
               "rerun the same `dt-eval run` command with --retry-errors to redo them (see `error` in samples.jsonl "
               "for why).")
+    if any("data errors" in row for row in rows):
+        print("data errors: items whose metadata the official script cannot score (no answer, a null option); "
+              "counted here, not in the accuracy.")
     if run_dir is not None:
         print(f"run directory: {run_dir}")
+
+
+def _printable(text: str) -> str:
+    """A lone surrogate (from metadata or a model output) cannot be printed as UTF-8: show it escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def compare_runs(all_results: list[dict[str, Any]], names: list[str]) -> str:

@@ -2,7 +2,9 @@
 
 Durability: each finished sample is one line written with a single O_APPEND write, so a crash
 (even SIGKILL) leaves at worst a torn last line, which `load` detects and cuts off. fsync runs
-periodically and at close (it guards against power loss, not process death).
+periodically and at close (it guards against power loss, not process death). Appends may come
+from several threads; every line encodes as UTF-8 whatever strings a record holds. A complete
+line that is not a sample record is an error naming the line, never silently skipped.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +29,84 @@ class RunDirError(RuntimeError):
     pass
 
 
+def json_text(data: Any, **kw: Any) -> str:
+    """JSON that always encodes as UTF-8: text with a lone surrogate (a model output, a broken
+    metadata string) falls back to \\u escapes, which read back to the same string."""
+    text = json.dumps(data, ensure_ascii=False, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, ensure_ascii=True, **kw)
+    return text
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write(json_text(data, indent=2))
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class SamplesError(RunDirError, ValueError):
+    """samples.jsonl holds a complete line that is not a sample record: not a crash's torn write."""
+
+
+# what every reader indexes directly; a line without them was not written by dt-eval
+_RECORD_FIELDS = ("key", "task", "id", "repeat")
+
+
+@dataclass
+class SamplesScan:
+    records: list[dict[str, Any]]
+    bad_lines: list[int]  # 1-based numbers of unreadable lines (a torn write, power-loss garbage)
+    good_end: int  # byte offset just past the last intact line
+
+
+def scan_samples(file: Path) -> SamplesScan:
+    """Every sample line of `file`. A line that is not JSON is counted in `bad_lines` (the
+    sample is generated again); a complete JSON line that is not a sample record raises
+    SamplesError naming the line: that is not what a crash leaves, so it is not silently dropped."""
+    data = file.read_bytes() if file.exists() else b""
+    scan = SamplesScan([], [], 0)
+    pos, lineno = 0, 0
+    while pos < len(data):
+        lineno += 1
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl
+        if data[pos:end].strip():
+            try:
+                rec = json.loads(data[pos:end])
+            except ValueError:
+                rec = _UNPARSABLE
+            if rec is _UNPARSABLE or nl < 0:  # unparsable, or parsed but unterminated: a torn write
+                scan.bad_lines.append(lineno)
+            else:
+                problem = _not_a_record(rec)
+                if problem:
+                    raise SamplesError(
+                        f"{file}: line {lineno} is {problem}, not a dt-eval sample record; something else "
+                        "wrote to this file: remove that line, or use another --output")
+                scan.records.append(rec)
+                scan.good_end = end + 1
+        elif nl >= 0:
+            scan.good_end = end + 1
+        pos = end + 1
+    return scan
+
+
+_UNPARSABLE = object()
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def _not_a_record(rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return _JSON_KINDS.get(type(rec), type(rec).__name__)
+    missing = [repr(k) for k in _RECORD_FIELDS if k not in rec]
+    return f"an object without {', '.join(missing)}" if missing else None
 
 
 def read_samples(path: Path, repair: bool = False) -> tuple[list[dict[str, Any]], int]:
@@ -41,33 +115,16 @@ def read_samples(path: Path, repair: bool = False) -> tuple[list[dict[str, Any]]
     A torn final line (a crash mid-write) is cut off the file when `repair` is set.
     """
     file = path / SAMPLES if path.is_dir() else path
-    if not file.exists():
-        return [], 0
-    data = file.read_bytes()
-    records: list[dict[str, Any]] = []
-    dropped = 0
-    good_end = 0
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        end = len(data) if nl < 0 else nl
-        line = data[pos:end]
-        if line.strip():
-            try:
-                rec = json.loads(line)
-                if nl < 0:  # parsed but unterminated: still a torn write
-                    raise ValueError("unterminated")
-                records.append(rec)
-                good_end = end + 1
-            except ValueError:
-                dropped += 1
-        else:
-            good_end = end + 1 if nl >= 0 else good_end
-        pos = end + 1
-    if repair and good_end < len(data):
+    scan = scan_samples(file)
+    if repair:
+        _cut_torn_tail(file, scan)
+    return scan.records, len(scan.bad_lines)
+
+
+def _cut_torn_tail(file: Path, scan: SamplesScan) -> None:
+    if file.exists() and scan.good_end < file.stat().st_size:
         with open(file, "r+b") as f:
-            f.truncate(good_end)
-    return records, dropped
+            f.truncate(scan.good_end)
 
 
 class RunDir:
@@ -77,6 +134,9 @@ class RunDir:
         self._lock_fd: int | None = None
         self._last_sync = 0.0
         self._unsynced = 0
+        # appends come from worker threads (record building runs off the event loop): one line at
+        # a time, and never onto a closed (possibly reused) file descriptor
+        self._write_lock = threading.Lock()
 
     # -- lifecycle
     def open(self) -> None:
@@ -91,10 +151,11 @@ class RunDir:
         self._fd = os.open(self.path / SAMPLES, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+        with self._write_lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
@@ -123,21 +184,29 @@ class RunDir:
     def write_results(self, results: dict[str, Any]) -> None:
         write_json_atomic(self.path / RESULTS, results)
 
-    def load_samples(self) -> tuple[list[dict[str, Any]], int]:
-        return read_samples(self.path, repair=True)
+    def load_samples(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """Records, and the numbers of the unreadable lines dropped; a torn last line is cut off."""
+        file = self.path / SAMPLES
+        scan = scan_samples(file)
+        _cut_torn_tail(file, scan)
+        return scan.records, scan.bad_lines
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        assert self._fd is not None, "RunDir not open"
-        for rec in records:
-            line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
-            view = memoryview(line)
-            while view:  # one write per line in practice: a crash tears at most this line
-                view = view[os.write(self._fd, view):]
-            self._unsynced += 1
-        now = time.monotonic()
-        if self._unsynced and now - self._last_sync > 1.0:
-            os.fsync(self._fd)
-            self._last_sync, self._unsynced = now, 0
+        """Append records, one line each. All are encoded before anything is written, so a record
+        that cannot be encoded raises and writes nothing. Safe to call from several threads."""
+        lines = [(json_text(rec) + "\n").encode("utf-8") for rec in records]
+        with self._write_lock:
+            if self._fd is None:
+                raise RunDirError(f"{self.path}: the run directory is not open")
+            for line in lines:
+                view = memoryview(line)
+                while view:  # one write per line in practice: a crash tears at most this line
+                    view = view[os.write(self._fd, view):]
+                self._unsynced += 1
+            now = time.monotonic()
+            if self._unsynced and now - self._last_sync > 1.0:
+                os.fsync(self._fd)
+                self._last_sync, self._unsynced = now, 0
 
 
 def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -3,11 +3,15 @@
 Resume rule: a (task, item, repeat) key with a record in samples.jsonl is done; records with an
 error are redone only with --retry-errors. Records are appended the moment a generation
 finishes, so a crash loses only in-flight requests, which the next run generates once.
+Extraction, scoring and the append run on worker threads, never on the event loop: a slow
+record must not stall the HTTP client and turn other finished requests into timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import platform
 import subprocess
@@ -28,7 +32,7 @@ from .extract import split_reasoning
 from .prompts import PromptError, PromptSettings, build_messages, prompt_text
 from .records import Item
 from .redact import redact_argv
-from .rundir import RunDir, RunDirError, latest_by_key
+from .rundir import RunDir, RunDirError, SamplesError, json_text, latest_by_key
 from .scoring.submission import extracted_prediction, task_extract
 from .taskconfig import TaskConfig, load_task
 
@@ -97,6 +101,8 @@ class Runner:
         self.rundir = RunDir(opts.output)
         self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
         self._audio_warned: set[str] = set()  # audio warning kinds already shown on stderr
+        # several workers, so one slow record does not hold up the others' appends
+        self._record_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dt-eval-record")
 
     # ------------------------------------------------------------ config and resume
     def _config(self, loaded: dict[str, LoadedTask], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -155,10 +161,14 @@ class Runner:
             previous = self.rundir.read_config()
             if previous:
                 self._check_resume(previous, loaded)
+            try:
+                records, bad_lines = self.rundir.load_samples()
+            except SamplesError as e:
+                raise RunError(str(e)) from None
+            if bad_lines:
+                self.say(f"note: discarded {len(bad_lines)} torn/corrupt line(s) in samples.jsonl "
+                         f"(line {', '.join(map(str, bad_lines[:10]))}); those samples will be generated again")
             self.rundir.write_config(self._config(loaded, previous))
-            records, dropped = self.rundir.load_samples()
-            if dropped:
-                self.say(f"note: discarded {dropped} torn/corrupt line(s) in samples.jsonl (will be regenerated)")
             done = latest_by_key(records)
             for name, lt in loaded.items():
                 await self._run_task(configs[name], lt, done)
@@ -168,6 +178,9 @@ class Runner:
                 await run_lm_eval_task(self, name, done)
             return self.finalize(configs, loaded)
         finally:
+            # records still being built are finished generations: write them before the file closes
+            # (on Ctrl-C the ones not started yet are dropped, and generated again on resume)
+            self._record_workers.shutdown(wait=True)
             self.rundir.close()
             await self.backend.aclose()
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -205,21 +218,26 @@ class Runner:
         async def one_chunk(part: list[tuple[int, Item, int]]) -> None:
             try:
                 prepared = await asyncio.gather(*(self._prepare(cfg, idx, item, r) for idx, item, r in part))
-                requests, by_key = [], {}
+                requests, by_key, writes = [], {}, []
+
+                def finish(idx: int, item: Item, r: int, gen: Generation, warnings: list[str]) -> None:
+                    # started now, awaited below: the backend's stream is drained while records are built
+                    writes.append(asyncio.ensure_future(self._finish(cfg, idx, item, r, gen, warnings, progress)))
+
                 for (idx, item, r), (req, warnings, error) in zip(part, prepared):
                     key = _sample_key(cfg.name, item.id, r)
                     if error is not None:
-                        self._finish(cfg, idx, item, r, Generation(key=key, error=error), warnings, progress)
+                        finish(idx, item, r, Generation(key=key, error=error), warnings)
                         continue
                     requests.append(req)
                     by_key[key] = (idx, item, r, warnings)
                 if requests:
                     async for gen in self.backend.generate(requests):
                         idx, item, r, warnings = by_key.pop(gen.key)
-                        self._finish(cfg, idx, item, r, gen, warnings, progress)
+                        finish(idx, item, r, gen, warnings)
                 for key, (idx, item, r, warnings) in by_key.items():  # a backend that dropped one
-                    self._finish(cfg, idx, item, r, Generation(key=key, error="backend returned no result"),
-                                 warnings, progress)
+                    finish(idx, item, r, Generation(key=key, error="backend returned no result"), warnings)
+                await asyncio.gather(*writes)
             finally:
                 gate.release()
 
@@ -231,7 +249,16 @@ class Runner:
             await asyncio.gather(*tasks)
 
     async def _prepare(self, cfg: TaskConfig, idx: int, item: Item, repeat: int):
+        """(request, warnings, None), or (None, warnings, error) when this item cannot be asked."""
+        try:
+            return await self._prepare_request(cfg, item, repeat)
+        except Exception as e:  # whatever goes wrong with one item is that sample's error record
+            return None, [], f"bad item: {type(e).__name__}: {e}"
+
+    async def _prepare_request(self, cfg: TaskConfig, item: Item, repeat: int):
         key = _sample_key(cfg.name, item.id, repeat)
+        if item.data_error:
+            return None, [], f"data: {item.data_error}"
         try:
             messages, kwargs = build_messages(cfg, item, self.opts.prompt)
         except PromptError as e:
@@ -259,11 +286,29 @@ class Runner:
                                 chat_template_kwargs=kwargs)
         return req, loaded.warnings, None
 
-    def _finish(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
-                warnings: list[str], progress: _Progress) -> None:
-        record = make_sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
-        self.rundir.append([record])
-        progress.advance(error=bool(gen.error), correct=bool(record.get("correct")))
+    async def _finish(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
+                      warnings: list[str], progress: _Progress) -> None:
+        loop = asyncio.get_running_loop()
+        record = await loop.run_in_executor(self._record_workers, self._write_record,
+                                            cfg, idx, item, repeat, gen, warnings)
+        progress.advance(error=bool(record.get("error")), correct=bool(record.get("correct")))
+
+    def _write_record(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
+                      warnings: list[str]) -> dict[str, Any]:
+        """Build and append one sample record (on a worker thread). A record that cannot be
+        built or encoded becomes that sample's error record; a failing run directory stops the run."""
+        try:
+            record = make_sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
+            self.rundir.append([record])
+        except (RunDirError, OSError):
+            raise
+        except Exception as e:
+            error = f"record: {type(e).__name__}: {e}"
+            record = make_sample_record(cfg, idx, item, repeat, dataclasses.replace(gen, error=error), warnings)
+            # values JSON cannot hold (a parquet column's odd type) are kept as their repr
+            record = json.loads(json_text(record, default=repr))
+            self.rundir.append([record])
+        return record
 
 
 def make_sample_record(cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
@@ -288,12 +333,15 @@ def make_sample_record(cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: 
         "backend_info": gen.backend_info,
         "time": time.time(),
     }
+    if item.data_error:  # the official scorer cannot score this item: counted apart, never asked
+        rec["data_error"] = True
+        rec["error"] = rec["error"] or f"data: {item.data_error}"
     if prompt is not None:
         try:
             rec["prompt"] = prompt_text(build_messages(cfg, item, prompt)[0])
-        except PromptError:
+        except Exception:  # the sample's error says why it could not be prompted
             rec["prompt"] = None
-    if gen.error:
+    if rec["error"]:
         rec |= {"prediction": "", "reasoning_text": None, "extracted": None, "correct": False, "correct_raw": False}
         return rec
     ext = task_extract(cfg, gen.text, item.choices, reasoning=gen.reasoning)

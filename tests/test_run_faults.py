@@ -96,3 +96,30 @@ def test_sigkill_mid_run_then_resume(tmp_path):
         assert f"resuming, {len(before)} of 40" in err
         # only the unfinished samples were asked again (in-flight ones at the kill included)
         assert srv.count - served_before == 40 - len(before)
+
+
+def test_bad_strings_and_foreign_lines_end_in_records_or_clear_errors(tmp_path):
+    bench = make_fake_benchmark(tmp_path / "b", "mmau", 5, seed=3)
+    meta = bench / "mmau-test-mini.json"
+    recs = json.loads(meta.read_text())
+    recs[2]["question"] += " X\ud800Y"           # a lone surrogate: cannot be encoded as UTF-8
+    recs[2]["sub-category"] = "Pitch \udcff"     # ... also in a breakdown the tables print
+    meta.write_text(json.dumps(recs))
+    run = tmp_path / "run"
+    with FaultServer() as srv:
+        args = ["run", "--tasks", "mmau", "--model", "fake-model", "--backend", "openai", "--base-url", srv.url,
+                "--data-dir", f"mmau={bench}", "--output", str(run), "--no-progress", "--max-retries", "0"]
+        out, err = cli(*args).communicate(timeout=300)
+        assert "Traceback" not in err and "Total Accuracy" in out, err
+        got = {r["id"]: r for r in lines(run)}
+        assert len(got) == 5 and got[recs[2]["id"]]["meta"]["question"].endswith(" X\ud800Y")
+        assert "Pitch \\udcff : " in out                 # printed escaped
+        report = cli("report", str(run))
+        rout, rerr = report.communicate(timeout=120)
+        assert report.returncode == 0 and "Pitch \\udcff : " in rout, rerr
+        # a complete line that is not a sample record: a clear error naming it, for run and report
+        with open(run / "samples.jsonl", "a") as f:
+            f.write("[1, 2]\n")
+        for p in (cli(*args), cli("report", str(run))):
+            _, err = p.communicate(timeout=300)
+            assert p.returncode != 0 and "line 6 is an array" in err and "Traceback" not in err, err

@@ -18,9 +18,13 @@ from .reference_scoring import ref_mcq_report, ref_mmsu_report
 from .synthetic_meta import mmar_records, mmau_records, mmsu_records
 
 
+def _rec(i, **extra):
+    return {"key": f"k{i}", "task": "t", "id": str(i), "repeat": 0, "v": i, **extra}
+
+
 def test_torn_last_line_is_cut_and_middle_garbage_dropped(tmp_path):
     with RunDir(tmp_path) as rd:
-        rd.append([{"key": f"k{i}", "v": i} for i in range(3)])
+        rd.append([_rec(i) for i in range(3)])
     f = tmp_path / "samples.jsonl"
     with open(f, "ab") as fh:
         fh.write(b'{"key": "k3", "v"')  # a crash mid-write
@@ -29,11 +33,55 @@ def test_torn_last_line_is_cut_and_middle_garbage_dropped(tmp_path):
     assert f.read_bytes().endswith(b"}\n")  # file repaired: the next append starts on a clean line
     # a complete JSON value without its newline is also a torn write
     with open(f, "ab") as fh:
-        fh.write(b'{"key": "k9"}')
+        fh.write(json.dumps(_rec(9)).encode())
     assert [r["key"] for r in read_samples(tmp_path, repair=True)[0]] == ["k0", "k1", "k2"]
     with RunDir(tmp_path) as rd:
-        rd.append([{"key": "k3", "v": 3}])
+        rd.append([_rec(3)])
     assert [r["key"] for r in read_samples(tmp_path)[0]] == ["k0", "k1", "k2", "k3"]
+
+
+def test_records_with_any_string_are_written_and_read_back(tmp_path):
+    odd = {"question": "lone \ud800 surrogate", "cjk": "一二 😀"}
+    with RunDir(tmp_path) as rd:
+        rd.append([_rec(0, meta=odd), _rec(1, meta={"cjk": "一二 😀"})])
+        with pytest.raises(TypeError):  # not JSON at all: raises, and writes nothing
+            rd.append([_rec(2), _rec(3, meta={"when": object()})])
+    recs, dropped = read_samples(tmp_path)
+    assert dropped == 0 and [r["meta"] for r in recs] == [odd, {"cjk": "一二 😀"}]
+    assert "一二 😀" in (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()[1]  # readable
+
+
+def test_append_after_close_is_refused(tmp_path):
+    from dt_eval.rundir import RunDirError
+
+    rd = RunDir(tmp_path)
+    rd.open()
+    rd.close()
+    with pytest.raises(RunDirError, match="not open"):
+        rd.append([_rec(0)])
+
+
+def test_a_line_that_is_not_a_sample_record_is_a_clear_error(tmp_path, fake_bench, capsys):
+    from dt_eval.report import ReportError, load_run_results
+    from dt_eval.rundir import SamplesError
+
+    with RunDir(tmp_path) as rd:
+        rd.append([_rec(0), _rec(1)])
+    f = tmp_path / "samples.jsonl"
+    with open(f, "ab") as fh:
+        fh.write(b"garbage\n")  # unreadable: dropped and counted, named on resume
+        fh.write(json.dumps(_rec(2)).encode() + b"\n")
+    assert read_samples(tmp_path)[1] == 1
+    assert RunDir(tmp_path).load_samples()[1] == [3]
+    good = f.read_bytes()
+    for bad, what in ((b"[1, 2]", "an array"), (b"null", "null"), (b'{"key": "k9"}', "without 'task'")):
+        f.write_bytes(good + bad + b"\n" + json.dumps(_rec(4)).encode() + b"\n")
+        with pytest.raises(SamplesError, match=f"line 5 is .*{what}"):
+            read_samples(tmp_path, repair=True)
+        assert f.read_bytes().endswith(json.dumps(_rec(4)).encode() + b"\n")  # nothing cut
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ReportError, match="line 5"):
+        load_run_results(tmp_path)
 
 
 def test_run_dir_lock(tmp_path):
