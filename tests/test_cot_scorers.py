@@ -222,9 +222,15 @@ def test_rubrics_thinking_capped_at_10000_chars():
     judge = StubJudge(json.dumps([{"name": f"C{k}", "score": 1} for k in range(5)]))
     long = "x" * 12_000
     [s] = run(rubrics.score_batch([rubric_item(0, reasoning=long)], judge))
-    assert s.components["thinking_truncated"] is True
+    assert s.components["thinking_truncated"] is True and s.components["thinking_over_limit"] is True
     user = judge.calls[0].messages[-1]["content"]
     assert "x" * 10_000 in user and "x" * 10_001 not in user
+    # the official script's behaviour on a file with the full text: judged in full (it only warns)
+    judge.calls.clear()
+    [s] = run(rubrics.score_batch([rubric_item(0, reasoning=long)], judge, rubrics.RubricsConfig(cut_thinking=False)))
+    assert s.components["thinking_truncated"] is False and s.components["thinking_over_limit"] is True
+    assert "x" * 12_000 in judge.calls[0].messages[-1]["content"]
+    assert all(c.attempts == rubrics.OFFICIAL_ATTEMPTS == 20 for c in judge.calls)
 
 
 def test_rubrics_one_failed_rater_leaves_item_unscored():
