@@ -108,6 +108,35 @@ def test_rubric_raters_cached_separately(tmp_path):
     cache.close()
 
 
+def rubric_item(tag: str, faults: str) -> CotInput:
+    rubric = [{"name": f"C{k}", "scoring_point": "p", "choices": [0, 1]} for k in range(5)]
+    return CotInput(id=f"mmar/{tag}", question="q", choices=["a", "b"], answer="a", prediction="a",
+                    reasoning=f"r [[rubric=1,1,0,1,1]] [[id={tag} faults={faults}]]", reference="ideal", rubric=rubric)
+
+
+def test_rubrics_retry_budget_is_the_official_20_per_rater():
+    """The official scorer gives each rater 20 requests for a parseable reply; with fewer, items it
+    scores are left unscored (a different score over a different denominator)."""
+
+    async def go(config, items, rubrics_config=None):
+        async with JudgeClient(config) as judge:
+            return await rubrics.score_batch(items, judge, rubrics_config), judge.requests_sent
+
+    # 19 unparseable replies shared by the 5 raters (the prompt is the same for all), then good ones:
+    # within 20 requests per rater whatever the interleaving; never within 3.
+    slow = rubric_item("slow", ",".join(["badjson"] * 19))
+    never = rubric_item("never", "always:badjson")
+    with FakeJudge() as srv:  # parse_retries=2 (3 requests) stays the budget of the other scorers
+        [s_slow, s_never], sent = asyncio.run(go(cfg(srv), [slow, never]))
+        assert s_slow.value == pytest.approx(0.8) and s_slow.judge_calls == 19 + 5
+        assert s_never.value is None and s_never.judge_calls == 5 * 20 and "after 20 replies" in s_never.error
+        assert all(r["calls"] == 20 for r in s_never.components["raters"])
+        assert sent == 19 + 5 + 100
+    with FakeJudge() as srv:  # configurable: a budget of 3 leaves the slow item unscored
+        [s3], sent = asyncio.run(go(cfg(srv), [slow], rubrics.RubricsConfig(attempts=3)))
+        assert s3.value is None and "unparseable judge reply" in s3.error and sent == 5 * 3
+
+
 def test_concurrency_limit(tmp_path):
     items = [ev_item(i) for i in range(24)]
     with FakeJudge(default="delay:0.1") as srv:

@@ -79,7 +79,8 @@ def test_rescore_all_scorers_exact_accounting(tmp_path):
     # item 2; the ungated evaluator pass adds the 3 wrong items and item 2 again
     assert kinds["evaluator"] == (1 + 2 + 1) + 2 + (3 + 2)
     assert kinds["consistency"] == 5 + 2
-    assert kinds["rubrics"] == 2 * 5 + 5 * 2  # items 0 and 4: 5 raters; item 2: 5 raters x 2 tries
+    # rubrics: items 0 and 4: 5 raters; item 2: 5 raters x 20 tries (the official budget, not parse_retries)
+    assert kinds["rubrics"] == 2 * 5 + 5 * 20
     assert agg["judge_calls"] == n_first == sum(kinds.values())
     # results.json: merged under each task, official numbers untouched
     res = json.loads((run / "results.json").read_text())
@@ -184,6 +185,56 @@ def test_cli_rescore_report_and_refs(tmp_path, monkeypatch):
         assert res.exit_code == 0 and "0 written, 3 already there" in res.output
     for f in (run / COT_FILE, run / "results.json", out):
         assert "sk-never-in-records" not in f.read_text()
+
+
+def test_cli_rescore_prints_the_official_rubrics_tables(tmp_path):
+    """`dt-eval rescore --cot rubrics` prints the official script's modality / category /
+    sub-category tables and totals (score and accuracy over scored items), then our notes:
+    reasoning over 10,000 characters is cut before judging, and says so."""
+    from .synthetic_meta import mmar_records
+
+    recs = mmar_records(8)
+    marks = {0: "1,1,1,1,1", 2: "1,0,0,0,0", 4: "1,1,0,0,0", 6: "1,1,1,0,0"}  # item scores 1.0 .2 .4 .6
+    outputs = []
+    for i, rec in enumerate(recs):
+        wrong = next(c for c in rec["choices"] if c != rec["answer"])
+        chain = f"Item {i} [[rubric={marks.get(i, '1,1,1,1,1')}]] " + ("x" * 12_000 + "TAIL" if i == 4 else "")
+        outputs.append((chain, rec["answer"] if i % 2 == 0 else wrong))
+    run = tmp_path / "run"
+    make_run_dir(run, records=recs, outputs=outputs)
+    runner = CliRunner()
+    with FakeJudge() as srv:
+        res = runner.invoke(app, ["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url])
+        assert res.exit_code == 0, res.output
+        sent = [r.text for r in srv.chat_requests()]
+        assert len(sent) == 4 * 5 and not any("TAIL" in t for t in sent)
+    lines = res.output.splitlines()
+    start = lines.index("mmar: MMAR-Rubrics, as the official scorer prints it")
+    block = lines[start + 1:]
+    # modality = MMAR_MODALITIES[i % 7]: sound holds items 0 (1.0) and 7 (wrong)
+    assert block[:3] == ["*" * 30, "Modality-wise Score & Accuracy:",
+                         f"{'sound':<25}  score=50.00, acc=50.00% over   2 samples"]
+    cat = block.index("Category-wise Score & Accuracy:")
+    assert block[cat + 1:cat + 5] == [  # category = MMAR_CATEGORIES[i % 4]
+        f"{'Signal Layer':<18}  score=70.00, acc=100.00% over   2 samples",
+        f"{'Perception Layer':<18}  score=0.00, acc=0.00% over   2 samples",
+        f"{'Semantic Layer':<18}  score=40.00, acc=100.00% over   2 samples",
+        f"{'Cultural Layer':<18}  score=0.00, acc=0.00% over   2 samples"]
+    sub = block.index("Sub-category-wise Score & Accuracy:")
+    rows = block[sub + 1:block.index("Total Accuracy: 50.00% over 8 samples") - 1]
+    assert sum(int(r.split(" over ")[1].split()[0]) for r in rows) == 8
+    assert "Total Score: 27.50 over 8 samples" in block and "No prediction count: 0" in block
+    note = next(x for x in block if x.startswith("[dt-eval] 1 sample(s) had thinking over 10,000"))
+    assert "cut to 10,000" in note
+    # the official script's behaviour on a file with the full text, on request
+    with FakeJudge() as srv:
+        res = runner.invoke(app, ["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url,
+                                  "--rubrics-full-thinking"])
+        assert res.exit_code == 0, res.output
+        sent = [r.text for r in srv.chat_requests()]
+        assert len(sent) == 5 and all("TAIL" in t for t in sent)  # only item 4's prompt changed
+    assert any(x.startswith("[dt-eval] 1 sample(s) had thinking of 10,000 characters or more: judged in full")
+               for x in res.output.splitlines())
 
 
 def test_help_does_not_import_torch():

@@ -43,12 +43,18 @@ def _official_source(tmp: Path) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def official(tmp_path_factory):
+def official_script(tmp_path_factory):
     src = _official_source(tmp_path_factory.mktemp("official"))
     if src is None:
         pytest.skip("the official MMAR-Rubrics script is not available (set DT_EVAL_MMAR_RUBRICS_SCRIPT)")
     pytest.importorskip("openai")
     pytest.importorskip("tqdm")
+    return src
+
+
+@pytest.fixture(scope="module")
+def official(official_script):
+    src = official_script
     old = os.environ.get("OPENAI_API_KEY")
     os.environ["OPENAI_API_KEY"] = "dummy-for-import"  # the script refuses to import without one
     try:
@@ -81,6 +87,7 @@ PREDICTIONS = [
 def test_constants_match(official):
     assert official.NUM_RATERS == rubrics.NUM_RATERS
     assert official.LENGTH_LIMIT == rubrics.LENGTH_LIMIT
+    assert official.DEFAULT_API_MAX_RETRIES == rubrics.OFFICIAL_ATTEMPTS == rubrics.RubricsConfig().attempts
     assert official.MODEL_NAME == "gpt-4o-2024-11-20"
     assert official.SEED == 42
     assert official.EVALUATE_SYS_PROMPT == rubrics.load_prompt("rubrics_mmar").system
@@ -142,3 +149,68 @@ def test_correctness_rule_matches_official(official):
         preds += [c for c in rec["choices"]] + [" ".join(rec["choices"])]
         for p in preds:
             assert mcq_match(rec["answer"], p, rec["choices"]) == official.string_match(rec["answer"], p, rec["choices"])
+
+
+def _sections(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """The summary as (header, rows) per block between separator lines; rows sorted (the official
+    script prints table rows in completion order)."""
+    out: list[tuple[str, list[str]]] = []
+    for line in lines:
+        if line == rubrics.SEPARATOR:
+            out.append(("", []))
+        elif out and not out[-1][0]:
+            out[-1] = (line, [])
+        elif out:
+            out[-1][1].append(line)
+    return [(h, sorted(rows)) for h, rows in out]
+
+
+@pytest.mark.slow  # fake judges on 127.0.0.1 and the official script in a subprocess
+def test_rescore_prints_what_the_official_script_prints(official_script, tmp_path):
+    """dt-eval rescore on a run vs the official script on dt-eval's rubrics export of that run, each
+    against its own fake judge with the same scripted faults: the same tables, totals and count of
+    unscored items. One item gets 19 unparseable replies before good ones (scored only with the
+    official 20-request budget), one never gets a parseable reply, one has 12,000 characters of
+    thinking (the export cuts it; so does dt-eval's judging)."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from dt_eval.cli import app
+    from dt_eval.export import export_run
+
+    from .test_cot_support import FakeJudge, make_run_dir
+
+    recs = _records()
+    recs = recs[::max(1, len(recs) // 14)][:14]
+    outputs = []
+    for i, rec in enumerate(recs):
+        wrong = next(c for c in rec["choices"] if c != rec["answer"])
+        chain = f"Item {i}: the cues [[rubric={','.join(str((i >> k) & 1) for k in range(5))}]]"
+        chain += {2: " [[id=slow faults=" + ",".join(["badjson"] * 19) + "]]",
+                  3: " [[id=never faults=always:badjson]]", 6: " " + "y" * 12_000}.get(i, "")
+        outputs.append((chain, wrong if i % 3 == 1 else rec["answer"]))
+    run = tmp_path / "run"
+    make_run_dir(run, records=recs, outputs=outputs)
+    with FakeJudge() as srv:
+        res = CliRunner().invoke(app, ["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    start = lines.index("mmar: MMAR-Rubrics, as the official scorer prints it") + 1
+    ours = [x for x in lines[start:] if not x.startswith(("[dt-eval]", "per-sample", "cot "))]
+
+    sub = tmp_path / "submission.jsonl"
+    export_run(run, "mmar", sub, fmt="rubrics")
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    with FakeJudge() as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-fake", "OPENAI_BASE_URL": srv.url}
+        p = subprocess.run([sys.executable, str(official_script), "--input", str(sub), "--meta", str(meta),
+                            "--output", str(tmp_path / "evaluated.jsonl"), "--retry-interval", "0", "--qps", "1000"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    theirs = p.stdout.splitlines()
+    theirs = theirs[theirs.index(rubrics.SEPARATOR):]
+    assert _sections(ours) == _sections(theirs), "\n".join(theirs)
+    assert "No prediction count: 1" in theirs  # the never-parseable item, and only it
+    assert f"Total Accuracy: {100 * 8 / 13:.2f}% over 13 samples" in theirs  # 1, 4, 7, 10, 13 wrong

@@ -112,6 +112,21 @@ def test_hybrid_unscored_never_zero():
     assert len(bad.calls) == 1
 
 
+def test_correct_answer_with_empty_reasoning_scores_zero_without_judge_call():
+    """R_sim of a correct answer with no chain is 0, decided without asking the evaluator (which
+    used to be shown "(no reasoning given)" and could score it well)."""
+    judge = StubJudge(evaluator_reply(10, 10, 10, 10))
+    items = [item(0, reasoning=""), item(1, reasoning="  \n "), item(2, reasoning=None), item(3)]
+    for stage in (1, 2):
+        scores = run(hybrid.score_batch(items, judge, StubEmbedder(), hybrid.HybridConfig(stage=stage)))
+        assert [s.value for s in scores[:3]] == [0.0, 0.0, 0.0] and scores[3].value > 0
+        assert all(s.judge_calls == 0 and s.error is None and "no reasoning" in s.components["reason"]
+                   for s in scores[:3])
+    ev = run(evaluator.score_batch(items, judge))  # the ungated R_sim^LLM alone, likewise
+    assert [s.value for s in ev[:3]] == [0.0, 0.0, 0.0] and ev[3].value == 1.0
+    assert len(judge.calls) == 3 and all(c.item_id == "t/3" for c in judge.calls)
+
+
 def test_reward_totals():
     assert hybrid.stage1_reward(1, 1, 0, 0.5) == 2.5
     assert hybrid.stage2_reward(1, 0.7) == 1.7
@@ -222,9 +237,15 @@ def test_rubrics_thinking_capped_at_10000_chars():
     judge = StubJudge(json.dumps([{"name": f"C{k}", "score": 1} for k in range(5)]))
     long = "x" * 12_000
     [s] = run(rubrics.score_batch([rubric_item(0, reasoning=long)], judge))
-    assert s.components["thinking_truncated"] is True
+    assert s.components["thinking_truncated"] is True and s.components["thinking_over_limit"] is True
     user = judge.calls[0].messages[-1]["content"]
     assert "x" * 10_000 in user and "x" * 10_001 not in user
+    # the official script's behaviour on a file with the full text: judged in full (it only warns)
+    judge.calls.clear()
+    [s] = run(rubrics.score_batch([rubric_item(0, reasoning=long)], judge, rubrics.RubricsConfig(cut_thinking=False)))
+    assert s.components["thinking_truncated"] is False and s.components["thinking_over_limit"] is True
+    assert "x" * 12_000 in judge.calls[0].messages[-1]["content"]
+    assert all(c.attempts == rubrics.OFFICIAL_ATTEMPTS == 20 for c in judge.calls)
 
 
 def test_rubrics_one_failed_rater_leaves_item_unscored():

@@ -32,6 +32,32 @@ def test_shipped_configs_load_and_follow_the_paper():
     assert STAGE_COMPONENTS[2] == ["acc", "sim"]
 
 
+def test_stage_configs_reward_the_papers_reasoning_format():
+    """The paper rewards <reasoning>...</reasoning> then the answer: the stage configs' prompt asks
+    for it and their format reward scores it (not <think>); `any` stays an option."""
+    good = "<reasoning>The pitch goes up.</reasoning>\n(A) rising"
+    think = "<think>The pitch goes up.</think>\n(A) rising"
+    it = ScoreItem(id="i", question="q", choices=["rising", "falling"], answer="rising")
+
+    def fmt(c):
+        r = RecipeReward(["acc", "fmt"], c.stage, format_style=c.reward.format_style, labels=c.prompt.labels,
+                         task=c.reward.task)
+        try:
+            return r.score([it, it], [good, think]).values["fmt"]
+        finally:
+            r.close()
+
+    for path in ("trained_recipe/configs/stage1.yaml", "trained_recipe/configs/stage2.yaml"):
+        c = load_config(path)
+        assert "<reasoning></reasoning>" in c.prompt.instruction and "<think>" not in c.prompt.instruction
+        assert fmt(c) == [1.0, 0.0]
+    assert fmt(load_config("trained_recipe/configs/stage1.yaml", ["reward.format_style=any"])) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="asks for <reasoning> tags"):  # a prompt the reward cannot reward
+        load_config("trained_recipe/configs/stage1.yaml", ["reward.format_style=think"])
+    with pytest.raises(ValueError, match="format_style"):
+        load_config("trained_recipe/configs/stage1.yaml", ["reward.format_style=xml"])
+
+
 def test_overrides_and_strictness(tmp_path):
     c = load_config("trained_recipe/configs/stage1.yaml",
                     ["optim.lr=2e-6", "algo.loss_agg=dapo", "model_opts.lora.enabled=true", "reward.components=[acc,fmt]"])
@@ -188,6 +214,64 @@ def test_accuracy_is_dt_evals_extraction_plus_official_match():
     assert not correctness("<think>up</think> rising or falling", ch, "rising")[0]  # official match: ambiguous
     assert not correctness("<think>never closed", ch, "rising")[0]  # truncated: no answer
     assert not correctness("(C)", ch, "rising")[0]
+
+
+def test_accuracy_is_the_tasks_own_rule_as_in_a_dt_eval_run():
+    """R_acc = what `dt-eval run` records as `correct` for a sample of that task: MMSU's letter rule
+    differs from the MMAU/MMAR token match (an answer that names no option is wrong in MMSU)."""
+    from dt_eval.backends.base import Generation
+    from dt_eval.records import Item
+    from dt_eval.runner import make_sample_record
+    from dt_eval.taskconfig import load_task
+
+    from .synthetic_meta import mmar_records, mmsu_records
+
+    texts = ["<reasoning>x</reasoning> The answer is {a}.", "<reasoning>x</reasoning> It sounds like {a}",
+             "<reasoning>x</reasoning> ({l}) {a}", "<reasoning>x</reasoning> {l}", "<reasoning>x</reasoning> {w}",
+             "<reasoning>never closed"]
+    checked = 0
+    for task, recs in (("mmsu", mmsu_records(6)), ("mmar", mmar_records(6))):
+        cfg = load_task(task)
+        for k, rec in enumerate(recs):
+            choices = ([rec[c] for c in cfg.fields.choice_columns] if cfg.fields.choice_columns
+                       else list(rec["choices"]))
+            answer = rec[cfg.fields.answer]
+            wrong = next(c for c in choices if c != answer)
+            item = Item(id=rec["id"], question=rec["question"], choices=choices, answer=answer, audio=None, raw=rec)
+            for t in texts:
+                text = t.format(a=answer, l="ABCDEFGHIJ"[choices.index(answer)], w=wrong)
+                gen = Generation(key=f"{task}/{k}", text=text, reasoning=None, finish_reason="stop")
+                want = make_sample_record(cfg, k, item, 0, gen, [])["correct"]
+                assert correctness(text, choices, answer, task=task)[0] == want, (task, text)
+                checked += 1
+    assert checked == 72
+    ch = ["rising", "falling", "flat", "noise"]
+    free = "<reasoning>x</reasoning> The pitch is rising"  # names no option
+    assert correctness(free, ch, "rising")[0] and not correctness(free, ch, "rising", task="mmsu")[0]
+    c = load_config("trained_recipe/configs/stage1.yaml", ["reward.task=mmsu", "reward.components=[acc]"])
+    r = RecipeReward(c.components, c.stage, labels=c.prompt.labels, task=c.reward.task)
+    it = ScoreItem(id="i", question="q", choices=ch, answer="rising")
+    assert r.score([it, it], [free, "<reasoning>x</reasoning> (A) rising"]).values["acc"] == [0.0, 1.0]
+    r.close()
+    for bad in (["reward.task=nope"], ["reward.task=mmsu", "prompt.labels=WXYZ"], ["reward.task=mmau-test"]):
+        with pytest.raises(ValueError, match="R_acc task"):
+            load_config("trained_recipe/configs/stage1.yaml", bad)
+
+
+def test_correct_answer_with_empty_reasoning_gets_zero_sim_without_a_judge_call():
+    from .test_cot_scorers import StubJudge, evaluator_reply
+    from .test_cot_support import StubEmbedder
+
+    judge = StubJudge(evaluator_reply(10, 10, 10, 10))
+    it = ScoreItem(id="i", question="q", choices=["rising", "falling"], answer="rising", reference="it rises")
+    for stage in (1, 2):
+        r = RecipeReward(["acc", "sim"], stage, judge=judge, embedder=StubEmbedder())
+        rb = r.score([it] * 3, ["<reasoning> </reasoning> (A) rising", "(A) rising",
+                                "<reasoning>up [[emb=1.0]]</reasoning> (A) rising"])
+        r.close()
+        assert rb.values["acc"] == [1.0, 1.0, 1.0]
+        assert rb.values["sim"] == [0.0, 0.0, 1.0] and rb.judged["sim"] == [False, False, True]
+    assert len(judge.calls) == 2  # one evaluator call per stage: the non-empty chain only
 
 
 def test_reward_acc_fmt_without_a_judge():

@@ -22,6 +22,11 @@ DEFAULT_INSTRUCTION = (
     "Think about the audio step by step inside <think></think> tags, then give the final answer "
     "as the option's letter and text."
 )
+# (The shipped stage configs follow the paper instead: an instruction naming <reasoning></reasoning>
+# with reward.format_style "reasoning", Audio-DeepThinker's rewarded format.)
+
+# The reasoning tag each format style rewards (styles not listed accept several).
+_STYLE_TAG = {"reasoning": "reasoning", "think": "think", "think_answer": "think"}
 
 
 class _Strict(BaseModel):
@@ -105,11 +110,25 @@ class RewardConfig(_Strict):
     components: list[str] | None = None  # default: stage 1 acc,fmt,con,sim; stage 2 acc,sim
     weights: dict[str, float] = Field(default_factory=dict)  # default 1.0 each
     hybrid_w: float = Field(0.5, ge=0, le=1)  # stage-1 sim = w * LLM + (1 - w) * embedding
-    format_style: str = "any"  # dt_eval.cot.format styles: any, reasoning, think, think_answer
+    # dt_eval.cot.format styles: reasoning (the paper's <reasoning>...</reasoning> answer; the stage
+    # configs), think, think_answer, split, any (all of them; the default here)
+    format_style: str = "any"
     open_tag_in_prompt: bool = False
+    # R_acc: this dt-eval task's answer extraction and official scorer decide correctness
+    # (mmar/mmau: the official token match; mmsu: MMSU's letter rule), as in `dt-eval run`.
+    task: str = "mmar"
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     embedder: str | None = None  # sentence-transformers model; None = offline all-MiniLM-L6-v2
     failures: FailurePolicy = Field(default_factory=FailurePolicy)
+
+    @field_validator("format_style")
+    @classmethod
+    def _style(cls, v: str) -> str:
+        from dt_eval.cot.format import STYLES
+
+        if v not in STYLES:
+            raise ValueError(f"format_style must be one of {', '.join(STYLES)}, got {v!r}")
+        return v
 
     @field_validator("components")
     @classmethod
@@ -191,6 +210,16 @@ class RecipeConfig(_Strict):
     def _check(self) -> RecipeConfig:
         if self.optim.micro_batch_size > self.rollout.prompts_per_step * self.rollout.group_size:
             self.optim.micro_batch_size = self.rollout.prompts_per_step * self.rollout.group_size
+        # A prompt that asks for one tag while the format reward wants another rewards nothing.
+        want = _STYLE_TAG.get(self.reward.format_style)
+        if want is not None and "fmt" in self.components:
+            other = "think" if want == "reasoning" else "reasoning"
+            if f"<{other}>" in self.prompt.instruction:
+                raise ValueError(f"prompt.instruction asks for <{other}> tags but reward.format_style "
+                                 f"{self.reward.format_style!r} rewards <{want}>")
+        from .rewards import acc_task
+
+        acc_task(self.reward.task, self.prompt.labels)  # an unknown task or unusable labels fail here
         return self
 
     # -- derived -------------------------------------------------------------------------------
@@ -218,7 +247,8 @@ class RecipeConfig(_Strict):
                     "gated_by": "acc", "embedder": self.reward.embedder or "all-MiniLM-L6-v2 (offline)"}
                    if self.stage == 1 else {"kind": "llm", "gated_by": "acc"})
         return {"components": self.components, "weights": {c: self.weight(c) for c in self.components},
-                "sim": sim, "format_style": self.reward.format_style, "adv_norm": self.algo.adv_norm,
+                "sim": sim, "format_style": self.reward.format_style, "acc_task": self.reward.task,
+                "adv_norm": self.algo.adv_norm,
                 "loss_agg": self.algo.loss_agg, "beta": self.algo.beta,
                 "judge_model": self.reward.judge.model if self.needs_judge else None}
 

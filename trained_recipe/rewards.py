@@ -2,14 +2,17 @@
 
 Components (each in [0, 1]):
 
-- ``acc``  R_acc: dt-eval's answer extraction (:func:`dt_eval.extract.extract`) then the official
-  MMAU/MMAR match (:func:`dt_eval.scoring.official.mcq_match`) -- exactly how a ``dt-eval run``
-  sample gets ``correct``.
+- ``acc``  R_acc: the task-aware answer extraction and official scorer of a dt-eval task
+  (``reward.task``; :func:`dt_eval.scoring.submission.task_extract`, ``extracted_prediction`` and
+  :func:`dt_eval.aggregate.score_one`) -- exactly how a ``dt-eval run`` sample of that task gets
+  ``correct``: MMAU/MMAR's token match, or MMSU's letter rule (an answer that names no option is
+  wrong; one MMSU's scorer would skip scores 0 here).
 - ``fmt``  R_fmt: :mod:`dt_eval.cot.format` (one reasoning block, then a non-empty answer).
 - ``con``  R_con: :mod:`dt_eval.cot.consistency` (LLM judge: does the reasoning support the answer).
 - ``sim``  stage 1: :mod:`dt_eval.cot.hybrid` stage 1 = R_acc * (w * R_sim^LLM + (1 - w) * R_sim^emb);
            stage 2: :mod:`dt_eval.cot.hybrid` stage 2 = R_acc * R_sim^LLM (no embedding term, and no
-           embedder is ever built).
+           embedder is ever built). A correct answer with an empty reasoning block scores 0 without
+           a judge call.
 
 A component that could not be scored because the judge failed (or the embedder did) is ``None``
 in :attr:`RewardBatch.values` and flagged in :attr:`RewardBatch.failed`; the trainer replaces it
@@ -24,15 +27,17 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 from dt_eval.cot import consistency as _consistency
 from dt_eval.cot import format as _format
 from dt_eval.cot import hybrid as _hybrid
+from dt_eval.aggregate import score_one
 from dt_eval.cot.types import CotInput
-from dt_eval.extract import extract
-from dt_eval.scoring.official import mcq_match
+from dt_eval.scoring.submission import extracted_prediction, task_extract
+from dt_eval.taskconfig import TaskConfig, UnknownTaskError, load_task
 
 T = TypeVar("T")
 
@@ -64,11 +69,39 @@ class RewardBatch:
         return sum(sum(v) for v in self.judged.values())
 
 
-def correctness(text: str, choices: Sequence[str], answer: str, labels: str = "ABCDEFGHIJ") -> tuple[bool, Any]:
-    """R_acc exactly as a dt-eval run decides `correct` (extracted answer, official match)."""
-    ext = extract(text, list(choices), labels=labels)
-    ok = bool(ext.answer_text) and mcq_match(answer, ext.answer_text or "", list(choices))
-    return ok, ext
+@lru_cache(maxsize=None)
+def acc_task(task: str = "mmar", labels: str = "ABCDEFGHIJ") -> TaskConfig:
+    """The dt-eval task whose extraction and official scorer decide R_acc, with the recipe's option
+    labels (those its prompt shows) and without breakdown tables (a training item has no modality)."""
+    try:
+        cfg = load_task(task)
+    except UnknownTaskError as e:
+        raise ValueError(f"R_acc task: {e}") from None
+    if not cfg.answers_available:
+        raise ValueError(f"R_acc task {task!r} has hidden answers; it needs a scored task (e.g. mmar, mmsu)")
+    if cfg.scorer == "mmsu_official" and not labels.startswith("ABCD"):
+        raise ValueError(f"R_acc task {task!r} scores option letters A-D; the prompt's labels are {labels!r}")
+    return cfg.model_copy(update={"breakdowns": [], "prompt": cfg.prompt.model_copy(update={"labels": labels})})
+
+
+def official_record(cfg: TaskConfig, choices: Sequence[str], answer: str) -> dict[str, Any]:
+    """A training item in the task's metadata schema, as its official scorer reads it."""
+    if cfg.scorer == "mmsu_official":
+        cols = cfg.fields.choice_columns or []
+        if len(choices) > len(cols):
+            raise ValueError(f"{cfg.name}'s scorer reads {len(cols)} options; this item has {len(choices)}")
+        return {**dict(zip(cols, choices)), cfg.fields.answer or "answer_gt": answer}
+    return {cfg.fields.answer or "answer": answer, cfg.fields.choices or "choices": list(choices)}
+
+
+def correctness(text: str, choices: Sequence[str], answer: str, labels: str = "ABCDEFGHIJ",
+                task: str = "mmar") -> tuple[bool, Any]:
+    """R_acc exactly as a `dt-eval run` of `task` decides `correct`: the task-aware extraction,
+    then the task's official scorer on the extracted prediction (MMSU: a skipped reply is wrong)."""
+    cfg = acc_task(task, labels)
+    ext = task_extract(cfg, text, list(choices))
+    ok = score_one(cfg, official_record(cfg, choices, answer), extracted_prediction(cfg, ext))
+    return bool(ok), ext
 
 
 class _LoopThread:
@@ -97,13 +130,16 @@ class RecipeReward:
 
     def __init__(self, components: Sequence[str], stage: int = 1, *, hybrid_w: float = 0.5,
                  format_style: str = "any", open_tag_in_prompt: bool = False, labels: str = "ABCDEFGHIJ",
-                 judge: Any = None, judge_config: Any = None, embedder: Any = None, embedder_name: str | None = None):
+                 task: str = "mmar", judge: Any = None, judge_config: Any = None, embedder: Any = None,
+                 embedder_name: str | None = None):
         self.components = list(components)
         self.stage = int(stage)
         self.hybrid_w = hybrid_w
         self.format_style = format_style
         self.open_tag_in_prompt = open_tag_in_prompt
         self.labels = labels
+        self.task = task
+        acc_task(task, labels)  # an unknown task or unusable labels fail here, not mid-training
         self._judge = judge
         self._judge_config = judge_config  # dt_eval.cot.judge.JudgeConfig
         self._embedder = embedder
@@ -138,7 +174,8 @@ class RecipeReward:
         return {"requests": j.requests_sent, "cache_hits": j.cache_hits, "failures": j.failures}
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"components": self.components, "stage": self.stage, "format_style": self.format_style}
+        out: dict[str, Any] = {"components": self.components, "stage": self.stage, "format_style": self.format_style,
+                               "acc_task": self.task}
         if "sim" in self.components:
             out["sim"] = {"stage": self.stage, "w_llm": self.hybrid_w if self.stage == 1 else 1.0}
         if self._judge_config is not None:
@@ -169,7 +206,7 @@ class RecipeReward:
         cot: list[CotInput] = []
         accs = []
         for i, (it, text) in enumerate(zip(items, texts)):
-            ok, ext = correctness(text, it.choices, it.answer, self.labels)
+            ok, ext = correctness(text, it.choices, it.answer, self.labels, self.task)
             accs.append(ok)
             counts["truncated"] += int(ext.truncated)
             counts["unparsed"] += int(ext.unparsed)
@@ -211,7 +248,7 @@ class RecipeReward:
                     values["sim"][i] = 0.0
                     counts["sim_no_reference"] += 1
                     continue
-                judged["sim"][i] = bool(accs[i])
+                judged["sim"][i] = bool(accs[i]) and bool((cot[i].reasoning or "").strip())  # empty: no call
                 values["sim"][i] = s.value
                 failed["sim"][i] = s.value is None
                 if s.value is None:
@@ -256,5 +293,6 @@ def from_config(cfg: Any, judge: Any = None, embedder: Any = None) -> RecipeRewa
     if cfg.needs_judge and judge is None and jc is None:
         raise ValueError(f"reward components {cfg.components} need reward.judge.url (an OpenAI-compatible endpoint)")
     return RecipeReward(cfg.components, cfg.stage, hybrid_w=cfg.reward.hybrid_w, format_style=cfg.reward.format_style,
-                        open_tag_in_prompt=cfg.reward.open_tag_in_prompt, labels=cfg.prompt.labels, judge=judge,
+                        open_tag_in_prompt=cfg.reward.open_tag_in_prompt, labels=cfg.prompt.labels,
+                        task=cfg.reward.task, judge=judge,
                         judge_config=jc, embedder=embedder, embedder_name=cfg.reward.embedder)

@@ -550,7 +550,7 @@ def select_hard_cases(policy: Policy, items: list[McqItem], cfg: RecipeConfig, o
                              top_p=r.top_p, top_k=r.top_k, batch_size=r.generation_batch_size)
         hits = [0] * len(chunk)
         for text, g in zip(ro.texts, ro.prompt_index):
-            ok, _ = correctness(text, chunk[g].choices, chunk[g].answer, cfg.prompt.labels)
+            ok, _ = correctness(text, chunk[g].choices, chunk[g].answer, cfg.prompt.labels, cfg.reward.task)
             hits[g] += int(ok)
         for it, h in zip(chunk, hits):
             p = h / hc.rollouts

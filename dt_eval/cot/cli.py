@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .judge import DEFAULT_JUDGE_MODEL
+from .rubrics import OFFICIAL_ATTEMPTS
 
 _COT_HELP = ("Reasoning scorers, comma-separated: hybrid (gated 0.5*LLM + 0.5*embedding), stage2 (gated LLM only), "
              "embedding, evaluator, consistency, format, rubrics (MMAR-Rubrics), or all.")
@@ -62,6 +63,19 @@ def print_cot_table(aggregates: dict[str, dict[str, Any]]) -> None:
                "components; rubrics: MMAR-Rubrics score x100; unscored samples are excluded and counted.")
 
 
+def print_rubrics_official(aggregates: dict[str, dict[str, Any]]) -> None:
+    """Per task with rubric scores: what the official MMAR-Rubrics script prints, then our notes."""
+    from .rubrics import dt_eval_lines, official_lines
+
+    for task, agg in aggregates.items():
+        r = agg.get("rubrics")
+        if not r or not (r.get("scored") or r.get("unscored")):
+            continue
+        typer.echo(f"\n{task}: MMAR-Rubrics, as the official scorer prints it")
+        for line in official_lines(r) + dt_eval_lines(r):
+            typer.echo(line)
+
+
 def _extra_body(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -86,7 +100,9 @@ def rescore_cmd(
     judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", help="Judge requests in flight.")] = 16,
     judge_timeout: Annotated[float, typer.Option("--judge-timeout", help="Seconds per judge request.")] = 120.0,
     judge_max_retries: Annotated[int, typer.Option("--judge-max-retries", help="HTTP retries per judge request (timeouts, 5xx, 429).")] = 3,
-    judge_parse_retries: Annotated[int, typer.Option("--judge-parse-retries", help="Extra requests when a reply cannot be parsed; then the item is unscored.")] = 2,
+    judge_parse_retries: Annotated[int, typer.Option("--judge-parse-retries", help="Extra requests when a reply cannot be parsed; then the item is unscored (rubrics: see --rubrics-attempts).")] = 2,
+    rubrics_attempts: Annotated[int, typer.Option("--rubrics-attempts", min=1, help="Rubrics: requests per rater for a parseable reply (the official scorer's budget: 20).")] = OFFICIAL_ATTEMPTS,
+    rubrics_full_thinking: Annotated[bool, typer.Option("--rubrics-full-thinking", help="Rubrics: judge thinking over 10,000 characters in full (as the official script does with such a file) instead of cut to 10,000 (as dt-eval's rubrics export writes it).")] = False,
     judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", help="max_tokens of a judge reply.")] = 2048,
     judge_temperature: Annotated[float, typer.Option("--judge-temperature")] = 0.0,
     judge_seed: Annotated[int, typer.Option("--judge-seed")] = 42,
@@ -110,7 +126,8 @@ def rescore_cmd(
             judge_concurrency=judge_concurrency, judge_timeout_s=judge_timeout, judge_max_retries=judge_max_retries,
             judge_parse_retries=judge_parse_retries, judge_max_tokens=judge_max_tokens,
             judge_temperature=judge_temperature, judge_seed=judge_seed, judge_extra_body=_extra_body(judge_extra_body),
-            judge_cache=False if no_judge_cache else judge_cache)
+            judge_cache=False if no_judge_cache else judge_cache, rubrics_attempts=rubrics_attempts,
+            rubrics_cut_thinking=not rubrics_full_thinking)
     except (RescoreError, ValueError, OSError) as e:
         _fail(str(e))
         return
@@ -122,6 +139,7 @@ def rescore_cmd(
         typer.echo(json.dumps(aggregates, indent=2, ensure_ascii=False))
     else:
         print_cot_table(aggregates)
+        print_rubrics_official(aggregates)
         typer.echo(f"per-sample scores: {run_dir / 'cot.jsonl'}")
 
 

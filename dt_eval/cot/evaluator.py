@@ -8,8 +8,10 @@ object (prompt: dt_eval/cot/prompts/evaluator.yaml, versioned). Mapping to [0, 1
 
 A reply that is not exactly that object (missing or extra-range keys, non-integers, prose
 around it beyond one JSON object) is retried, then the item is unscored: never 0 or 0.5.
-Items without a reference chain are unscored ("no reference chain"). This scorer is not gated
-by correctness itself; hybrid.py gates it (and skips the call for wrong answers).
+Items without a reference chain are unscored ("no reference chain"). An empty generated chain
+scores 0.0 without a judge call (there is nothing to compare with the reference; the reason is in
+`components["reason"]`). This scorer is not gated by correctness itself; hybrid.py gates it (and
+skips the call for wrong answers).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def prompt_version() -> str:
 def build_messages(item: CotInput) -> list[dict[str, str]]:
     tpl = load_prompt("evaluator")
     user = tpl.user_text(question=item.question, options=render_options(item.choices), answer=item.answer or "",
-                         reference=item.reference or "", reasoning=item.reasoning or "(no reasoning given)",
+                         reference=item.reference or "", reasoning=item.reasoning or "",
                          prediction=item.prediction or "(no answer given)")
     return tpl.messages(user)
 
@@ -62,6 +64,10 @@ async def score_batch(items: Sequence[CotInput], judge: JudgeClient) -> list[Cot
     for i, item in enumerate(items):
         if not (item.reference or "").strip():
             out[i] = _unscored(item, "no reference chain")
+            continue
+        if not (item.reasoning or "").strip():
+            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=0.0,
+                              components={"reason": "no reasoning: nothing to compare with the reference"})
             continue
         calls.append(JudgeCall(item_id=item.id, prompt_version=version, messages=build_messages(item),
                                parse=parse_reply))

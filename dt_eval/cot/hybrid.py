@@ -9,6 +9,7 @@ component is reported on its own in `components` beside the combined value:
   correct, gate (1/0), w, stage, emb (R_sim^emb, stage 1 only; computed for every item with a
   reference, wrong ones too), cosine, llm (R_sim^LLM, when asked), llm_dimensions, ungated
   (w * llm + (1 - w) * emb, when both exist).
+A correct answer with an empty chain scores 0.0 without a judge call (`components["reason"]`).
 Unscored (value None, reason in `error`): correctness unknown; for a correct answer, a missing
 reference chain or an LLM evaluator failure. Stage 2 never builds or calls an embedder: its
 components have no `emb` key at all.
@@ -27,7 +28,7 @@ from . import evaluator as _evaluator
 from .judge import JudgeClient
 from .types import CotInput, CotScore
 
-VERSION = "dt-eval-hybrid-v1"
+VERSION = "dt-eval-hybrid-v2"  # v2: an empty chain scores 0 without a judge call
 
 
 @dataclass
@@ -115,6 +116,9 @@ async def score_batch(items: Sequence[CotInput], judge: JudgeClient | None, embe
             comp["gate"] = 1
             if not (it.reference or "").strip():
                 value, error = None, "no reference chain"
+            elif not (it.reasoning or "").strip():
+                value = 0.0  # the evaluator made no call either
+                comp["reason"] = "no reasoning: nothing to compare with the reference"
             elif comp["llm"] is None:
                 value, error = None, f"LLM evaluator: {l_.error if l_ is not None else 'not run'}"
             elif cfg.stage == 2:

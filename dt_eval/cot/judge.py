@@ -4,8 +4,9 @@
   a per-request timeout, bounded retries with backoff on connection errors, timeouts, 408/409/
   429/5xx and malformed HTTP answers. A request that still fails is a judge failure.
 - Strict parsing: each call carries a `parse` function that raises on anything but the expected
-  JSON. An unparseable reply is retried (`parse_retries` more requests), then the call is a
-  judge failure. Failures are reported (`ok=False`, `error`), never turned into a score.
+  JSON. An unparseable reply is retried (`parse_retries` more requests, or the call's own
+  `attempts` budget: MMAR-Rubrics uses the official script's 20), then the call is a judge
+  failure. Failures are reported (`ok=False`, `error`), never turned into a score.
 - Cache: SQLite, keyed by (judge model, prompt version, item id, chain hash, rater index). The
   chain hash covers the full request (messages, hence the chain and everything else the prompt
   holds, plus sampling settings), so a changed chain, reference or rubric misses. Only replies
@@ -86,6 +87,7 @@ class JudgeCall:
     messages: list[dict[str, Any]]
     parse: Callable[[str], Any]  # raises (JudgeParseError or ValueError) on a reply it cannot use
     rater: int = 0
+    attempts: int | None = None  # requests for a usable reply; None: 1 + JudgeConfig.parse_retries
 
 
 @dataclass
@@ -209,7 +211,8 @@ class JudgeClient:
                     return JudgeOutcome(ok=True, value=value, raw=[hit], calls=0, cached=True)
         out = JudgeOutcome(ok=False)
         last_error = "no reply"
-        for attempt in range(1 + max(0, self.config.parse_retries)):
+        budget = call.attempts if call.attempts is not None else 1 + self.config.parse_retries
+        for attempt in range(max(1, budget)):
             req = GenerationRequest(key=f"judge:{call.item_id}:{call.rater}:{attempt}", messages=call.messages,
                                     audio=[], sampling=self._sampling())
             gen = None

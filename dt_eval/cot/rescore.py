@@ -13,6 +13,9 @@ embeddings likewise (RUN_DIR/embed_cache.sqlite; the embedding model loads only 
 Scorers (`cot`): hybrid (stage 1: gated 0.5*LLM + 0.5*emb), stage2 (gated LLM only), embedding,
 evaluator (R_sim^LLM alone, ungated), consistency, format, rubrics (MMAR-Rubrics; items
 without a rubric are "not applicable", neither scored nor unscored); "all" = every one.
+Rubrics lines also carry the item's official breakdown fields (`groups`: modality, category,
+sub-category), so the rubrics aggregate holds the official script's totals and per-group tables
+(rubrics.official_lines prints them).
 
 Per-sample inputs: reasoning = the run's `reasoning_text`, prediction = the extracted answer,
 correct = the run's official match on it (a failed generation is a wrong answer with no chain).
@@ -204,16 +207,35 @@ def aggregate_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, 
                     a["w"] = next((c["w"] for c in comps if "w" in c), None)
                 a["correct"] = sum(1 for x in corr if x)
             if name == "rubrics":
+                a |= _rubrics_totals(scored)
                 a["not_applicable"] = len(na)
-                a["score"] = a["mean"] * 100 if a["mean"] is not None else None  # the challenge's scale
-                a["accuracy"] = (sum(1 for c, r in zip(comps, rs) if r.get("value") is not None and c.get("correct"))
-                                 / len(scored) * 100) if scored else None
                 a["thinking_truncated"] = sum(1 for c in comps if c.get("thinking_truncated"))
+                a["thinking_over_limit"] = sum(1 for c in comps if c.get("thinking_over_limit"))
+                a["repeats"] = len({r.get("repeat", 0) for r in rs}) or 1
+                a["breakdowns"] = _rubrics_breakdowns(scored)
             agg[name] = a
         agg["unscored"] = total_unscored
         agg["judge_calls"] = calls
         out[task] = agg
     return out
+
+
+def _rubrics_totals(scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """The official totals: score = sum of item scores / items x 100 (summed in benchmark order,
+    as the official script sums), accuracy = correct / items x 100; unscored items are not items."""
+    n = len(scored)
+    correct = sum(1 for r in scored if (r.get("components") or {}).get("correct"))
+    return {"total": n, "correct": correct, "score": sum(r["value"] for r in scored) / n * 100 if n else None,
+            "accuracy": correct / n * 100 if n else None}
+
+
+def _rubrics_breakdowns(scored: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The official per-modality / category / sub-category tables (from each line's `groups`)."""
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in scored:
+        for field, value in (r.get("groups") or {}).items():
+            rows.setdefault(field, {}).setdefault(str(value), []).append(r)
+    return {field: {key: _rubrics_totals(rs) for key, rs in table.items()} for field, table in rows.items()}
 
 
 _KNOWN_REASONS = ("unparseable judge reply", "empty judge reply", "judge request failed", "no reference chain",
@@ -278,8 +300,11 @@ def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
 def _line(inp: CotInput, s: CotScore, judge_model: str | None) -> dict[str, Any]:
     d = s.to_dict()
     d.pop("id", None)
-    return {"key": inp.meta["key"], "task": inp.meta["task"], "id": inp.meta["item"], "repeat": inp.meta["repeat"],
+    line = {"key": inp.meta["key"], "task": inp.meta["task"], "id": inp.meta["item"], "repeat": inp.meta["repeat"],
             **d, "judge_model": judge_model if s.scorer in NEEDS_JUDGE else None, "time": time.time()}
+    if s.scorer == "rubrics" and "groups" in inp.meta:
+        line["groups"] = inp.meta["groups"]  # the official breakdown fields (modality, category, ...)
+    return line
 
 
 class _RunLock:
@@ -335,6 +360,8 @@ async def arescore_run(
     api_key: str | None = None,
     score_wrong: bool = False,
     format_style: str = "any",
+    rubrics_attempts: int | None = None,
+    rubrics_cut_thinking: bool = True,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The async form of `rescore_run` (see the module docstring)."""
@@ -343,6 +370,8 @@ async def arescore_run(
     from .hybrid import HybridConfig
 
     say = say or (lambda m: print(m, file=sys.stderr))
+    rubrics_config = rubrics.RubricsConfig(cut_thinking=rubrics_cut_thinking, **(
+        {"attempts": rubrics_attempts} if rubrics_attempts is not None else {}))
     run_dir = Path(run_dir)
     names = check_options(cot, judge_url if judge is None else "given")
     if not names:
@@ -374,6 +403,8 @@ async def arescore_run(
             ref = refs.get(str(s["id"])) if refs is not None else None
             inputs.append(sample_input(s, fields, reference=ref, use_meta_reference=refs is None))
             rubric_inputs.append(sample_input(s, fields))
+            meta = s.get("meta") or {}
+            rubric_inputs[-1].meta["groups"] = {f: meta.get(f) for f in (cfg.group_fields if cfg else [])}
 
     results: dict[str, list[CotScore]] = {}
     emb = (_make_embedder(embedder, None if judge_cache is False else run_dir / EMBED_CACHE_FILE)
@@ -413,7 +444,7 @@ async def arescore_run(
                 else:  # rubrics
                     these = rubric_inputs
                     applicable = [i for i, x in enumerate(rubric_inputs) if x.rubric]
-                    got = await rubrics.score_batch([rubric_inputs[i] for i in applicable], judge)
+                    got = await rubrics.score_batch([rubric_inputs[i] for i in applicable], judge, rubrics_config)
                     scores_by = dict(zip(applicable, got))
                     version = rubrics.prompt_version()
                     scores = [scores_by.get(i) or CotScore(id=x.id, scorer="rubrics", version=version, value=None,

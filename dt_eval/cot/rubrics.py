@@ -11,15 +11,21 @@ Behaviour reproduced from ddlBoJack/MMAR code/evaluation_rubrics.py (commit 3bce
 - A reply is accepted only if it holds a JSON list (the official regex `\\[\\s*\\{.*\\}\\s*\\]`,
   else the whole reply) with one entry per criterion, each with `name` and a numeric `score`
   among the criterion's `choices`; a name mismatch is only logged. Rater score = sum of scores /
-  sum of each criterion's max choice. Unparseable replies are retried (JudgeConfig.parse_retries;
-  the official script allows 20 attempts in all).
+  sum of each criterion's max choice.
+- Retry budget: the official script gives each rater 20 requests (`--retries`, default 20) to get
+  a reply it can parse; so does dt-eval by default (RubricsConfig.attempts, `dt-eval rescore
+  --rubrics-attempts`). A smaller budget leaves items unscored that the official script scores,
+  which changes both the score and its denominator. (HTTP faults are retried by dt-eval's
+  transport, `JudgeConfig.max_retries`, on their own budget.)
 - 5 rater runs per item (identical prompt; the cache keys each by its rater index); sorted,
   highest and lowest dropped, mean of the middle three (all of them if fewer than 3).
 - A failure of any rater leaves the item unscored: excluded from the score and counted
   (the official script leaves it out of its output and asks for a re-run).
-- Submission rule: thinking capped at 10,000 characters. dt-eval cuts the reasoning to that
-  length before judging (as its rubrics export does) and flags `thinking_truncated`; the
-  official script only logs a warning for longer thinking.
+- Submission rule: thinking capped at 10,000 characters. The official script judges whatever
+  thinking it is given and only warns (at 10,000 characters or more); dt-eval's rubrics export
+  cuts the thinking to 10,000 characters. By default dt-eval judges the cut text (the number the
+  official script prints for dt-eval's export), flags `thinking_truncated` and prints how many
+  samples were cut; `cut_thinking=False` (`--rubrics-full-thinking`) judges the full text instead.
 Item scores are in [0, 1]; the challenge prints the mean over scored items x 100.
 """
 
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 SCORER = "rubrics"
 NUM_RATERS = 5
 LENGTH_LIMIT = 10_000
+OFFICIAL_ATTEMPTS = 20  # the official scorer's requests per rater (DEFAULT_API_MAX_RETRIES)
 _JSON_LIST = re.compile(r"\[\s*\{.*\}\s*\]", re.DOTALL)
 
 
@@ -49,6 +56,12 @@ _JSON_LIST = re.compile(r"\[\s*\{.*\}\s*\]", re.DOTALL)
 class RubricsConfig:
     num_raters: int = NUM_RATERS
     length_limit: int = LENGTH_LIMIT
+    attempts: int = OFFICIAL_ATTEMPTS  # judge requests per rater for a parseable reply
+    cut_thinking: bool = True  # judge the thinking cut to length_limit (as dt-eval's export writes it)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("rubrics attempts must be at least 1")
 
 
 def prompt_version() -> str:
@@ -143,15 +156,17 @@ async def score_batch(items: Sequence[CotInput], judge: JudgeClient | None,
             out[i] = CotScore(id=it.id, scorer=SCORER, version=version, value=0.0, components={"correct": False})
             continue
         thinking = it.reasoning or ""
-        truncated = len(thinking) > cfg.length_limit
-        thinking = thinking[:cfg.length_limit]
+        over = len(thinking) >= cfg.length_limit  # where the official script warns
+        truncated = cfg.cut_thinking and len(thinking) > cfg.length_limit
+        if truncated:
+            thinking = thinking[:cfg.length_limit]
         messages = build_messages(it.question, it.answer or "", it.reference or "", thinking, it.prediction or "",
                                   it.rubric)
         rubric = list(it.rubric)
-        prepared[i] = {"truncated": truncated}
+        prepared[i] = {"thinking_truncated": truncated, "thinking_over_limit": over}
         for r in range(cfg.num_raters):
             calls.append(JudgeCall(item_id=it.id, prompt_version=version, messages=messages, rater=r,
-                                   parse=lambda raw, rubric=rubric: parse_reply(raw, rubric)))
+                                   attempts=cfg.attempts, parse=lambda raw, rubric=rubric: parse_reply(raw, rubric)))
             owners.append(i)
     if calls and judge is None:
         raise ValueError("rubric scoring of correct answers needs a judge client")
@@ -166,7 +181,7 @@ async def score_batch(items: Sequence[CotInput], judge: JudgeClient | None,
                    "cached": res.cached, "error": res.error} for r, res in rated]
         raw = [x for _, res in rated for x in res.raw]
         calls_n = sum(res.calls for _, res in rated)
-        comp = {"correct": True, "thinking_truncated": prepared[i]["truncated"], "raters": raters}
+        comp = {"correct": True, **prepared[i], "raters": raters}
         failed = [(r, res) for r, res in rated if not res.ok]
         if failed:
             r, res = failed[0]
@@ -179,3 +194,55 @@ async def score_batch(items: Sequence[CotInput], judge: JudgeClient | None,
                               value=trimmed_mean([res.value for _, res in rated]), components=comp, raw=raw,
                               judge_calls=calls_n, cached=all(res.cached for _, res in rated))
     return [s for s in out if s is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# What the official script prints (from the aggregates `dt-eval rescore` computes)
+
+SEPARATOR = "*" * 30
+# Breakdown tables of the official script: field -> (title, width of the key column).
+OFFICIAL_TABLES = {"modality": ("Modality-wise", 25), "category": ("Category-wise", 18),
+                   "sub-category": ("Sub-category-wise", 40)}
+
+
+def official_lines(agg: dict[str, Any]) -> list[str]:
+    """The official script's summary for these scored samples, line for line: score and accuracy
+    per modality, category and sub-category, the totals, and its "No prediction count" (items it
+    could not score). Table rows are in benchmark order (the official order is completion order)."""
+    lines: list[str] = []
+    for field, table in (agg.get("breakdowns") or {}).items():
+        title, width = OFFICIAL_TABLES.get(field, (field, 25))
+        lines += [SEPARATOR, f"{title} Score & Accuracy:"]
+        for key, t in table.items():
+            lines.append(f"{key:<{width}}  score={t['score']:3.2f}, acc={t['accuracy']:3.2f}% over {t['total']:>3} samples")
+    n = int(agg.get("scored") or 0)
+    lines += [SEPARATOR,
+              f"Total Accuracy: {agg.get('accuracy') or 0.0:.2f}% over {n} samples",
+              f"Total Score: {agg.get('score') or 0.0:.2f} over {n} samples",
+              SEPARATOR,
+              f"No prediction count: {int(agg.get('unscored') or 0)}"]
+    return lines
+
+
+def dt_eval_lines(agg: dict[str, Any]) -> list[str]:
+    """Our notes beside the official block, marked as ours."""
+    lines = []
+    unscored = int(agg.get("unscored") or 0)
+    if unscored:
+        reasons = ", ".join(f"{k}: {v}" for k, v in (agg.get("unscored_reasons") or {}).items())
+        lines.append(f"[dt-eval] {unscored} sample(s) unscored ({reasons}): left out of the score and the accuracy, "
+                     "as the official script does; rescore to retry them (scored raters come from the judge cache)")
+    cut = int(agg.get("thinking_truncated") or 0)
+    full = int(agg.get("thinking_over_limit") or 0) - cut
+    if cut:
+        lines.append(f"[dt-eval] {cut} sample(s) had thinking over {LENGTH_LIMIT:,} characters: judged cut to "
+                     f"{LENGTH_LIMIT:,}, as `dt-eval export --format rubrics` writes them (the official script judges "
+                     "any length it is given and only warns); --rubrics-full-thinking judges the full text")
+    if full > 0:
+        lines.append(f"[dt-eval] {full} sample(s) had thinking of {LENGTH_LIMIT:,} characters or more: judged in full, "
+                     "as the official script does (it only warns); the challenge caps thinking at "
+                     f"{LENGTH_LIMIT:,} characters")
+    repeats = int(agg.get("repeats") or 1)
+    if repeats > 1:
+        lines.append(f"[dt-eval] pooled over {repeats} repeats (the official script scores one submission)")
+    return lines

@@ -32,7 +32,8 @@ Settings (``custom_reward_function.reward_kwargs.*``, else environment, else def
     judge_cache      $DT_RECIPE_JUDGE_CACHE (SQLite path; default none)
     judge_max_tokens 1024, judge_concurrency 32, judge_timeout_s 120
     embedder         $DT_RECIPE_EMBEDDER (sentence-transformers model; default offline MiniLM)
-    hybrid_w         0.5;  format_style "any"
+    hybrid_w         0.5;  format_style "any" (the paper's format: "reasoning")
+    task             "mmar": the dt-eval task whose extraction and official scorer decide R_acc ("mmsu": letters)
     max_failure_rate 0.2 (batch interface; over one batch, once >= 8 completions were judged)
     failure_value    0.0 (per-sample interface)
 """
@@ -76,6 +77,7 @@ def _settings(kwargs: dict[str, Any], extra_info: dict[str, Any] | None) -> dict
         "embedder": kwargs.get("embedder") or os.environ.get("DT_RECIPE_EMBEDDER"),
         "hybrid_w": float(kwargs.get("hybrid_w", 0.5)),
         "format_style": kwargs.get("format_style", "any"),
+        "task": kwargs.get("task", "mmar"),
         "labels": ei.get("labels") or "ABCDEFGHIJ",
         "max_failure_rate": float(kwargs.get("max_failure_rate", 0.2)),
         "failure_value": float(kwargs.get("failure_value", 0.0)),
@@ -90,7 +92,7 @@ def _reward(s: dict[str, Any], flavour: str) -> Any:
     from ..rewards import RecipeReward
 
     key = (flavour, s["stage"], s["components"], s["judge_url"], s["judge_model"], s["judge_cache"], s["embedder"],
-           s["hybrid_w"], s["format_style"], s["labels"],
+           s["hybrid_w"], s["format_style"], s["labels"], s["task"],
            id(asyncio.get_running_loop()) if flavour == "async" else None)
     with _LOCK:
         r = _REWARDS.get(key)
@@ -105,7 +107,7 @@ def _reward(s: dict[str, Any], flavour: str) -> Any:
                                  max_retries=s["judge_max_retries"], parse_retries=s["judge_parse_retries"],
                                  cache_path=s["judge_cache"])
             r = RecipeReward(s["components"], s["stage"], hybrid_w=s["hybrid_w"], format_style=s["format_style"],
-                             labels=s["labels"], judge_config=jc, embedder_name=s["embedder"])
+                             labels=s["labels"], task=s["task"], judge_config=jc, embedder_name=s["embedder"])
             _REWARDS[key] = r
         return r
 
