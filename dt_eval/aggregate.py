@@ -121,6 +121,8 @@ def _counts(group: list[dict[str, Any]]) -> dict[str, Any]:
         "data_errors": len(data_errors),  # metadata the official scorer cannot score: not in the accuracy
         "data_error_items": data_errors,
         "unparsed": sum(1 for s, e in zip(group, ext) if not s.get("error") and e.get("unparsed")),
+        # both a label and another option's text (chord 'C' vs label C): scored wrong like unparsed
+        "ambiguous": sum(1 for s, e in zip(group, ext) if not s.get("error") and e.get("ambiguous")),
         "truncated": sum(1 for e in ext if e.get("truncated")),
         "cut_by_length": sum(1 for s in group if s.get("finish_reason") == "length"),
         "warnings": sum(1 for s in group if s.get("warnings")),
@@ -131,7 +133,7 @@ def _counts(group: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _answer_key(s: dict[str, Any]) -> str | None:
     ext = s.get("extracted") or {}
-    if s.get("error") or ext.get("unparsed"):
+    if s.get("error") or ext.get("unparsed") or ext.get("ambiguous"):
         return None
     if ext.get("matched_choice") is not None:
         return f"#{ext['matched_choice']}"

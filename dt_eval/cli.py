@@ -107,17 +107,26 @@ def score_cmd(
         Path,
         typer.Option(
             "--predictions", "-p",
-            help="Submission file in the benchmark's official format (MMAU: JSON array with "
-            "`model_output`; MMAR: JSON/JSONL with `answer_prediction`; MMSU: JSONL with `response`).",
+            help="Submission file in the benchmark's official format, read as its official script "
+            "reads it (MMAU: one JSON array with `model_output`; MMAR: .json array or .jsonl lines "
+            "with `answer_prediction`; MMSU: JSON lines with `response`).",
         ),
     ],
     extract: Annotated[
         bool,
         typer.Option(
             "--extract",
-            help="Extract the final answer from full model outputs (<think>/<reasoning>/<answer>, "
-            "letters) before the official match. Without it the whole string is matched, as the "
-            "official script does; with it the official raw number is printed beside.",
+            help="Also extract the final answer from full model outputs (<think>/<reasoning>/<answer>, "
+            "letters) before the official match. Prints two labelled blocks: first the official "
+            "script's rule (whole string, no extraction), then dt-eval's extraction block.",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse records the official script silently drops but still prints a number for "
+            "(MMSU null or non-string responses) instead of scoring them its way.",
         ),
     ] = False,
     output: Annotated[
@@ -130,12 +139,12 @@ def score_cmd(
 
     try:
         cfg = load_task(task)
-        records = read_prediction_file(predictions)
-        report = score_records(cfg, records, extract_answers=extract)
+        records = read_prediction_file(predictions, reader=cfg.submission_reader)
+        report = score_records(cfg, records, extract_answers=extract, strict=strict)
     except (UnknownTaskError, SubmissionError) as e:
         fail(str(e))
         return
-    for line in report.official_lines():
+    for line in report.stdout_lines():
         typer.echo(line)
     for line in report.dt_eval_lines():
         typer.echo(line, err=True)
@@ -324,7 +333,7 @@ def report_cmd(
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `dt-eval run`.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Which task of the run to export.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (the official submission format).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file in the official submission format: .json is one JSON array, .jsonl JSON lines; names the official script cannot read are refused (MMAU: .json; MMSU: .jsonl; MMAR: either).")],
     fmt: Annotated[str, typer.Option("--format", help="official (the benchmark's scorer input) or rubrics (MMAR-Rubrics: id, thinking_prediction, answer_prediction).")] = "official",
     answers: Annotated[str, typer.Option("--answers", help="extracted: the extracted final answer (scores dt-eval's headline number); raw: the model's post-reasoning output (scores the official raw number).")] = "extracted",
     repeat: Annotated[int, typer.Option("--repeat", help="Which repeat to export.")] = 0,

@@ -2,6 +2,8 @@
 
 The official scripts run on these files print exactly the numbers dt-eval reports:
 answers="extracted" reproduces dt-eval's accuracy, answers="raw" its official raw number.
+The layout follows the file name the way the official script's reader does (a .json file is one
+JSON array, a .jsonl file JSON lines); a name that reader cannot load is refused.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import Any
 
 from .aggregate import submission_records
 from .rundir import latest_by_key, read_samples
+from .scoring.submission import SubmissionError, file_layout
 from .taskconfig import load_task
 
 RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 characters
+# The MMAR-Rubrics scorer loads a .json file with json.load and other names as JSON lines.
+RUBRICS_READER = "json_or_jsonl"
 
 # Key order of the official MMSU inference script's output lines.
 MMSU_KEYS = ["id", "audio_path", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer_gt",
@@ -35,6 +40,7 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
     cfg = load_task(task)
     if fmt not in cfg.export_formats:
         raise ExportError(f"{task} has no {fmt} export (available: {', '.join(cfg.export_formats)})")
+    as_lines = _as_json_lines(task, RUBRICS_READER if fmt == "rubrics" else cfg.submission_reader, out)
     records, _ = read_samples(run_dir)
     samples = [s for s in latest_by_key(records).values() if s["task"] == task and s["repeat"] == repeat]
     if not samples:
@@ -43,7 +49,7 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "rubrics":
         by_index = sorted(samples, key=lambda s: s["index"])
-        lines = [
+        rows = [
             {
                 "id": s["id"],
                 "thinking_prediction": (s.get("reasoning_text") or "")[:RUBRICS_THINKING_LIMIT],
@@ -51,14 +57,30 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
             }
             for s, sub in zip(by_index, subs)
         ]
-        _write_jsonl(out, lines)
     elif cfg.scorer == "mmsu_official":
-        _write_jsonl(out, [{k: r.get(k) for k in MMSU_KEYS if k in r or k == "response"} for r in subs])
-    elif cfg.data.local and cfg.data.local.format == "jsonl" or out.suffix == ".jsonl":
-        _write_jsonl(out, subs)
+        rows = [{k: r.get(k) for k in MMSU_KEYS if k in r or k == "response"} for r in subs]
     else:
-        out.write_text(json.dumps(subs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        rows = subs
+    if as_lines:
+        _write_jsonl(out, rows)
+    else:
+        out.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return len(subs)
+
+
+def _as_json_lines(task: str, reader: str, out: Path) -> bool:
+    """Whether `out` must hold JSON lines (else one JSON array) for the official reader to load it.
+    A name that says the other layout is refused even where the reader ignores names."""
+    try:
+        lines = file_layout(reader, out.name) == "lines"
+    except SubmissionError as e:
+        raise ExportError(f"{task}: {e}; not {out.name}") from None
+    if lines and out.name.endswith(".json"):
+        raise ExportError(f"{task}: the official script reads JSON lines only; name the file .jsonl, not {out.name}")
+    if not lines and out.name.endswith(".jsonl"):
+        raise ExportError(f"{task}: the official script reads the file as one JSON document (json.load) whatever "
+                          f"its name; name it .json, not {out.name}")
+    return lines
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -55,6 +55,8 @@ class Extraction:
     matched_choice: int | None = None  # index into choices when the answer maps to one option
     truncated: bool = False  # reasoning opened but never closed: the output was cut off
     unparsed: bool = False  # no answer could be extracted: scored wrong, never guessed
+    # a bare letter that is both a label and another option's text ('C' among chords): scored wrong
+    ambiguous: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,5 +1,5 @@
 """Tables for `dt-eval run` and `dt-eval report`: the official breakdown per task, then a
-summary with dt-eval's additions (unparsed, truncated, errors, reasoning length, repeats)."""
+summary with dt-eval's additions (unparsed, ambiguous, truncated, errors, reasoning length, repeats)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         row |= {
             "errors": sum(r.get("errors", 0) for r in t["repeats"]),  # beside the accuracy they lower
             "unparsed": total_unparsed,
+            "ambiguous": sum(r.get("ambiguous", 0) for r in t["repeats"]),
             "truncated": sum(r.get("truncated", 0) for r in t["repeats"]),
             "cut (length)": sum(r.get("cut_by_length", 0) for r in t["repeats"]),
             "data errors": sum(r.get("data_errors", 0) for r in t["repeats"]),
@@ -89,6 +90,7 @@ def _lm_eval_row(name: str, t: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"task": name, "samples": t["samples"],
                            "accuracy": f"{value * 100:.2f} ({primary})" if value is not None else "not scored yet",
                            "official raw": "lm-eval", "errors": rep.get("errors", 0), "unparsed": "-",
+                           "ambiguous": "-",
                            "truncated": rep.get("truncated", 0), "cut (length)": rep.get("cut_by_length", 0),
                            "reasoning chars": round(rep.get("mean_reasoning_chars", 0.0))}
     if not t.get("complete", True):
@@ -147,7 +149,8 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
     print()
     print(_printable(tabulate(rows, headers="keys", disable_numparse=True)))
     print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
-          "match on the whole post-reasoning output (no extraction).")
+          "match on the whole post-reasoning output (no extraction); unparsed: no answer could be read; "
+          "ambiguous: a bare letter that is also another option's text (chord 'C' vs label C); both scored wrong.")
     errors = error_counts(results, data_errors=False)
     if errors:
         per_task = ", ".join(f"{k} {v}" for k, v in errors.items())

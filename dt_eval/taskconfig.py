@@ -79,6 +79,11 @@ class TaskConfig(BaseModel):
     # How predictions are scored: the official MMAU/MMAR token match, or MMSU's letter rule.
     scorer: Literal["mcq_official", "mmsu_official"]
     prediction_key: str  # key the official script reads the prediction from
+    # How the official script loads a prediction file (dt-eval score reads it the same way, and
+    # dt-eval export writes what it can load): "json" one JSON document whatever the name (MMAU's
+    # json.load), "jsonl" one record per line (MMSU), "json_or_jsonl" picked by the file name:
+    # .json a JSON document, .jsonl JSON lines (MMAR).
+    submission_reader: Literal["json", "jsonl", "json_or_jsonl"] = "json_or_jsonl"
     answers_available: bool = True  # False: answers hidden (export only)
     metric: str = "accuracy"
     data: DataSource

@@ -5,13 +5,15 @@ official scripts' printed output), *not* from their source. It is meant to be
 obviously correct rather than fast or pretty, so that ``dt_eval.scoring`` can be
 checked against it.
 
-Three entry points:
+Four entry points:
 
 * :func:`ref_match` -- the MMAU/MMAR token-set rule for one prediction.
 * :func:`ref_mcq_report` -- the exact stdout of the official MMAU or MMAR
   evaluation script for a list of submission records, plus per-item verdicts.
 * :func:`ref_mmsu_report` -- the exact stdout of the official MMSU evaluation
   script for a list of records, plus per-item outcomes.
+* :func:`ref_load_submission` -- the records the official script's file loader
+  gets from a file (MMAU, MMAR, MMSU, MMAR-Rubrics), or a crash.
 
 Where the official script would die with a traceback, the oracle raises
 :class:`OfficialScriptCrash`; its ``stdout`` attribute holds whatever the
@@ -36,6 +38,7 @@ __all__ = [
     "ref_mcq_report",
     "ref_mmsu_report",
     "ref_mmsu_report_jsonl",
+    "ref_load_submission",
 ]
 
 
@@ -385,3 +388,71 @@ def ref_mmsu_report_jsonl(text: str) -> tuple[str, list[tuple[Any, str]]]:
         crash.stdout = "".join(d + "\n" for d in diag) + crash.stdout
         raise
     return "".join(d + "\n" for d in diag) + body, outcomes
+
+
+# --------------------------------------------------------------------------
+# File loaders
+# --------------------------------------------------------------------------
+
+def _text_mode_lines(path) -> list[str]:
+    # ``for line in open(path)``: universal newlines, each line keeps its "\n".
+    with open(path, encoding="utf-8") as f:
+        return list(f)
+
+
+def _whole_document(path, script: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise OfficialScriptCrash(f"{script}: json.load fails: {exc}") from None
+
+
+def ref_load_submission(path, script: str) -> list:
+    """What the official script's loader returns for the file at ``path``.
+
+    ``script``: ``"mmau"`` (json.load whatever the name), ``"mmar"`` (a name
+    ending in ``json`` is json.load-ed, one ending in ``jsonl`` is read a line at
+    a time with ``json.loads(line.strip())``, any other name leaves the data
+    unset), ``"mmsu"`` (a line at a time; undecodable lines are reported and
+    dropped, see :func:`ref_mmsu_report_jsonl`) or ``"mmar-rubrics"`` (a name
+    ending in ``.json`` is json.load-ed, anything else read a line at a time,
+    blank lines skipped, undecodable ones logged and dropped).
+
+    Raises :class:`OfficialScriptCrash` where the loader would die.
+    """
+    name = str(path)
+    if script == "mmau":
+        return _whole_document(path, script)
+    if script == "mmar":
+        if name.endswith("json"):
+            return _whole_document(path, script)
+        if name.endswith("jsonl"):
+            out = []
+            for n, line in enumerate(_text_mode_lines(path)):
+                try:
+                    out.append(json.loads(line.strip()))
+                except json.JSONDecodeError as exc:
+                    raise OfficialScriptCrash(f"mmar: line {n} fails to decode: {exc}") from None
+            return out
+        raise OfficialScriptCrash("mmar: input_data is never assigned for this name (NameError)")
+    if script == "mmsu":
+        out = []
+        for line in _text_mode_lines(path):
+            try:
+                out.append(json.loads(line.strip()))
+            except json.JSONDecodeError:
+                pass  # printed and dropped by the official loader
+        return out
+    if script == "mmar-rubrics":
+        if name.endswith(".json"):
+            return _whole_document(path, script)
+        out = []
+        for line in _text_mode_lines(path):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # logged and dropped
+        return out
+    raise ValueError(f"unknown script {script!r}")

@@ -45,10 +45,30 @@ def test_score_mmar_jsonl_with_extract(tmp_path):
     f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs))
     out = tmp_path / "r.json"
     proc = dt_eval("score", "--task", "mmar", "-p", str(f), "--extract", "-o", str(out))
-    assert "Total Accuracy: 100.00% over 50 samples" in proc.stdout
-    assert "official number without extraction" in proc.stderr
+    assert "[dt-eval extraction] Total Accuracy: 100.00% over 50 samples" in proc.stdout
     rep = json.loads(out.read_text())
     assert rep["extracted"] and rep["accuracy"] == 100.0 and rep["official_raw"]["accuracy"] < 100.0
+
+
+@pytest.mark.parametrize("task,kind,name", [("mmau", "mmau", "sub.json"), ("mmar", "mmar", "sub.jsonl")])
+def test_extract_prints_the_official_block_first_and_marks_the_extraction(tmp_path, task, kind, name):
+    """With --extract, stdout holds the official script's output, unchanged, under its own heading,
+    then dt-eval's extraction block, every line of it marked: no line of ours passes for official."""
+    recs = mmau_records(80, 4) if task == "mmau" else mmar_records(80, 4)
+    preds = build_prediction_file(recs, kind, random.Random(4))
+    f = tmp_path / name
+    f.write_text(json.dumps(preds) if name.endswith(".json") else "\n".join(json.dumps(p) for p in preds) + "\n")
+    proc = dt_eval("score", "--task", task, "-p", str(f), "--extract")
+    official, _ = ref_mcq_report(preds, kind)
+    heading, rest = proc.stdout.split("\n", 1)
+    assert heading.startswith("=== official script's rule") and "no extraction" in heading
+    assert rest.startswith(official)  # the official script's stdout, line for line
+    blank, ours_heading, *ours = rest[len(official):].splitlines()
+    assert blank == "" and ours_heading.startswith("=== dt-eval extraction") and "not the official" in ours_heading
+    assert ours and all(line.startswith("[dt-eval extraction] ") for line in ours)
+    # the first "Total Accuracy" in the output is the official number
+    first_total = next(x for x in proc.stdout.splitlines() if "Total Accuracy" in x)
+    assert first_total == next(x for x in official.splitlines() if x.startswith("Total Accuracy"))
 
 
 def test_score_mmsu(tmp_path):
@@ -58,6 +78,68 @@ def test_score_mmsu(tmp_path):
     f.write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in preds) + "\n")
     proc = dt_eval("score", "--task", "mmsu", "-p", str(f))
     assert proc.stdout == ref_mmsu_report(preds)[0]
+
+
+def test_score_mmsu_non_string_responses_like_the_official_script(tmp_path):
+    """Null and other non-string responses: the official script prints 'Error prediction!' for
+    each and leaves it out of the denominator. By default dt-eval prints the same lines and
+    number and says on stderr how many were dropped and that this inflates the accuracy;
+    --strict refuses the file."""
+    recs = mmsu_records(40, 2)
+    for i, r in enumerate(recs):
+        r["response"] = "ABCD"[[r["choice_a"], r["choice_b"], r["choice_c"], r["choice_d"]].index(r["answer_gt"])]
+    for i, bad in zip((3, 11, 12, 30), (None, 7, ["A"], None)):
+        recs[i]["response"] = bad
+    recs[20]["response"] = "maybe"  # wrong format: also dropped by the official rule
+    f = tmp_path / "mmsu.jsonl"
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\n")
+    proc = dt_eval("score", "--task", "mmsu", "-p", str(f))
+    text, outcomes = ref_mmsu_report(recs)
+    assert proc.stdout == text
+    assert proc.stdout.count("Error prediction!\n") == 4 and "Overall Accuracy: 1.0000\nTotal count: 35" in text
+    assert "4 record(s) have a null or non-string 'response' (2 null, 1 number, 1 array" in proc.stderr
+    assert "inflates the accuracy" in proc.stderr and "--strict" in proc.stderr
+    strict = dt_eval("score", "--task", "mmsu", "-p", str(f), "--strict", check=False)
+    assert strict.returncode == 2 and strict.stdout == ""
+    assert "4 malformed record(s)" in strict.stderr and "record #3" in strict.stderr and "is null" in strict.stderr
+    # with --extract the official block is the same; the extraction block counts them unparsed
+    ext = dt_eval("score", "--task", "mmsu", "-p", str(f), "--extract")
+    assert text in ext.stdout
+    assert "[dt-eval extraction] Total count: 40" in ext.stdout and "4 record(s) have a null" in ext.stderr
+    assert "[dt-eval extraction] 5 unparsed, 0 ambiguous" in ext.stdout
+
+
+@pytest.mark.parametrize("task,name,content,needle", [
+    # the official MMAR script picks its reader from the name: JSON lines in a .json file crash it
+    ("mmar", "sub.json", "lines", "name it .jsonl"),
+    ("mmar", "sub.txt", "array", "picks its reader from the file name"),
+    ("mmar", "sub.jsonl", "lines+blank", "line 4 is blank"),
+    # MMAU's reads one JSON document whatever the name
+    ("mmau", "sub.jsonl", "lines", "write one JSON array"),
+    # MMSU's reads JSON lines only
+    ("mmsu", "sub.json", "indented array", "reads one JSON record per line"),
+])
+def test_score_reads_files_the_way_the_official_script_does(tmp_path, task, name, content, needle):
+    make = {"mmau": mmau_records, "mmar": mmar_records, "mmsu": mmsu_records}[task]
+    key = {"mmau": "model_output", "mmar": "answer_prediction", "mmsu": "response"}[task]
+    recs = [dict(r, **{key: "x"}) for r in make(6)]
+    lines = [json.dumps(r) for r in recs]
+    text = {"lines": "\n".join(lines) + "\n", "array": json.dumps(recs), "indented array": json.dumps(recs, indent=2),
+            "lines+blank": "\n".join(lines[:3] + [""] + lines[3:]) + "\n"}[content]
+    f = tmp_path / name
+    f.write_text(text)
+    proc = dt_eval("score", "--task", task, "-p", str(f), check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and needle in proc.stderr, proc.stderr
+
+
+def test_score_jsonl_lines_split_like_the_official_reader(tmp_path):
+    """U+2028 and other line-separator characters may stand unescaped inside a JSON string:
+    Python's file reader does not split there, so neither may dt-eval."""
+    recs = [dict(r, answer_prediction=f"{r['answer']}\u2028\x85") for r in mmar_records(10, 1)]
+    f = tmp_path / "sub.jsonl"
+    f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    proc = dt_eval("score", "--task", "mmar", "-p", str(f))
+    assert proc.stdout == ref_mcq_report(recs, "mmar")[0]
 
 
 def test_malformed_file_gives_clear_error_not_traceback(tmp_path):

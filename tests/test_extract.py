@@ -49,6 +49,9 @@ CASES = [
     ("It could be A or B", None, "It could be A or B", None, None, False),
     # a lone lower-case 'a' is an article, not option A
     ("a", None, "a", None, None, False),
+    # non-ASCII text before the closing tag ('İ'.lower() is two characters long)
+    ("Ses İnce.</think>\n\nB", None, "Woman", 1, "Ses İnce.", False),
+    ("<answer>İ</answer><ANSWER>(C)</ANSWER>", None, "Child", 2, None, False),
 ]
 
 
@@ -77,3 +80,53 @@ def test_eight_options_and_mmsu_labels():
     assert extract("(H)", keys).answer_text == "D minor"
     assert extract("H", keys[:4]).unparsed  # H is no option of four
     assert extract("D", ["a", "b", "c", "d"], labels="ABCD").matched_choice == 3
+
+
+CHORDS = ["C", "Gm", "Cm7b5", "Eb/G"]  # an MMAU chord item: option texts that look like labels
+
+# (output, expected answer text, expected option index, ambiguous)
+CHORD_CASES = [
+    # a bare letter: the chord C (option A) or label C (Cm7b5)? Neither is guessed.
+    ("C", None, None, True),
+    ("**C**", None, None, True),
+    ('"C".', None, None, True),
+    ("Answer: C", None, None, True),
+    ("The answer is C.", None, None, True),  # the period ends the sentence
+    ("The answer is **C**.", None, None, True),
+    ("<answer>C</answer>", None, None, True),
+    ("C, because the bass note is C", None, None, True),
+    # marked as a label: the label
+    ("Option C", "Cm7b5", 2, False),
+    ("The answer is option C", "Cm7b5", 2, False),
+    ("(C)", "Cm7b5", 2, False),
+    ("[C]", "Cm7b5", 2, False),
+    ("C.", "Cm7b5", 2, False),
+    ("C)", "Cm7b5", 2, False),
+    ("**C.**", "Cm7b5", 2, False),
+    ("The answer is (C).", "Cm7b5", 2, False),
+    ("<answer>C.</answer>", "Cm7b5", 2, False),
+    # the text says which
+    ("(A) C", "C", 0, False),
+    ("C. Cm7b5", "Cm7b5", 2, False),
+    ("Gm", "Gm", 1, False),
+    ("c", "C", 0, False),  # lower case: a chord, never a label
+    # only one reading exists
+    ("D", "Eb/G", 3, False),
+    ("A", "C", 0, False),
+]
+
+
+@pytest.mark.parametrize("output,answer,idx,ambiguous", CHORD_CASES)
+def test_letters_that_are_also_option_texts(output, answer, idx, ambiguous):
+    ext = extract(output, CHORDS)
+    assert (ext.answer_text, ext.matched_choice, ext.ambiguous) == (answer, idx, ambiguous)
+    assert not ext.unparsed  # ambiguous is counted on its own
+
+
+def test_ambiguity_needs_two_different_readings():
+    assert extract("C", ["A", "B", "C", "D"]).matched_choice == 2  # label C is the text 'C'
+    assert extract("C", ["A", "B", "C", "C"]).matched_choice == 2  # the text's first copy, same text
+    assert extract("A", ["twenty-one", "Berman's", "said", "a"]).ambiguous  # text 'a' vs label A
+    assert extract("a", ["twenty-one", "Berman's", "said", "a"]).matched_choice == 3
+    # MMSU asks for a letter alone: a bare letter is a label
+    assert extract("C", CHORDS, labels="ABCD", letters_only=True).matched_choice == 2

@@ -11,10 +11,10 @@ from dt_eval.export import export_run
 from dt_eval.prompts import PromptSettings
 from dt_eval.rundir import RunDir, latest_by_key, read_samples
 from dt_eval.runner import compute_results, make_sample_record
-from dt_eval.scoring.submission import read_prediction_file
+from dt_eval.scoring.submission import read_prediction_file, score_records
 from dt_eval.taskconfig import load_task
 
-from .reference_scoring import ref_mcq_report, ref_mmsu_report
+from .reference_scoring import OfficialScriptCrash, ref_load_submission, ref_mcq_report, ref_mmsu_report
 from .synthetic_meta import mmar_records, mmau_records, mmsu_records
 
 
@@ -119,8 +119,9 @@ def _outputs(item, rng):
     ])
 
 
-def _fake_run(tmp_path, task, records, seed=0):
-    """Sample records made by the real record builder from realistic generations."""
+def _fake_run(tmp_path, task, records, seed=0, outputs=None):
+    """Sample records made by the real record builder from realistic generations
+    (outputs: the model output for item i, instead of random ones; no errors then)."""
     cfg = load_task(task)
     lt = load_task_data(cfg, _write_bench(tmp_path, task, records))
     rng = random.Random(seed)
@@ -129,8 +130,12 @@ def _fake_run(tmp_path, task, records, seed=0):
         rd.write_config({"identity": {"model": "x"}, "tasks": {task: lt.to_json()}})
         for idx, item in enumerate(lt.items):
             key = f"{task}/{item.id}/0"
-            gen = Generation(key=key, text=_outputs(item, rng), finish_reason="stop") if idx % 17 else \
-                Generation(key=key, error="audio: file not found")
+            if outputs is not None:
+                gen = Generation(key=key, text=outputs[idx], finish_reason="stop")
+            elif idx % 17:
+                gen = Generation(key=key, text=_outputs(item, rng), finish_reason="stop")
+            else:
+                gen = Generation(key=key, error="audio: file not found")
             rd.append([make_sample_record(cfg, idx, item, 0, gen, [], PromptSettings())])
     return run, lt
 
@@ -154,6 +159,29 @@ def test_exported_files_score_identically_with_the_official_rules(tmp_path, task
         assert all(set(s) - {load_task(task).prediction_key} == set(r) for s, r in zip(subs, records))
     # per-sample `correct` flags sum to the headline number
     assert sum(s["correct"] for s in samples) == t["repeats"][0]["correct"]
+
+
+def test_ambiguous_letters_score_wrong_and_are_counted(tmp_path):
+    """A bare letter that is both a label and another option's text is `ambiguous`: scored wrong
+    in the run, counted beside unparsed, shown in the summary table, exported as no answer."""
+    from dt_eval.report import summary_rows
+
+    recs = mmau_records(5, 1)
+    for r in recs:  # label C is 'Cm7b5', the chord 'C' is option A and the answer
+        r["choices"], r["answer"] = ["C", "Gm", "Cm7b5", "Eb/G"], "C"
+    outputs = ["<think>x</think>\n\nC", "<think>x</think>\n\nThe answer is **C**.", "<think>x</think>\n\n(A) C",
+               "<think>x</think>\n\nOption C", "<think>x</think>\n\nA"]
+    run, _ = _fake_run(tmp_path, "mmau", recs, outputs=outputs)
+    samples, _ = read_samples(run)
+    assert [s["correct"] for s in samples] == [False, False, True, False, True]
+    assert [s["extracted"]["ambiguous"] for s in samples] == [True, True, False, False, False]
+    results = compute_results(json.loads((run / "config.json").read_text()), samples)
+    rep = results["tasks"]["mmau"]["repeats"][0]
+    assert (rep["ambiguous"], rep["unparsed"], rep["correct"], rep["total"]) == (2, 0, 2, 5)
+    assert summary_rows(results)[0]["ambiguous"] == 2
+    out = tmp_path / "sub.json"
+    export_run(run, "mmau", out)
+    assert [r["model_output"] for r in json.loads(out.read_text())] == ["", "", "C", "Cm7b5", "C"]
 
 
 def test_rubrics_export(tmp_path):
@@ -188,4 +216,63 @@ def test_export_errors(tmp_path):
     with pytest.raises(ExportError, match="no rubrics export"):
         export_run(run, "mmau", tmp_path / "x", fmt="rubrics")
     with pytest.raises(ExportError, match="no samples of task mmar"):
-        export_run(run, "mmar", tmp_path / "x")
+        export_run(run, "mmar", tmp_path / "x.jsonl")
+
+
+# task, export format -> (the official script that loads the file, names it cannot load + the name to use)
+_READERS = {
+    ("mmau", "official"): ("mmau", {".jsonl": ".json"}),
+    ("mmau-test", "official"): ("mmau", {".jsonl": ".json"}),
+    ("mmar", "official"): ("mmar", {".txt": ".jsonl"}),
+    ("mmar-2025", "official"): ("mmar", {".txt": ".jsonl"}),
+    ("mmar", "rubrics"): ("mmar-rubrics", {".txt": ".jsonl"}),
+    ("mmsu", "official"): ("mmsu", {".json": ".jsonl"}),
+}
+_RECORDS = {"mmau": mmau_records, "mmau-test": mmau_records, "mmar": mmar_records, "mmar-2025": mmar_records,
+            "mmsu": mmsu_records}
+
+
+@pytest.fixture(scope="module")
+def fake_runs(tmp_path_factory):
+    runs = {}
+    for task, make in _RECORDS.items():
+        run, _ = _fake_run(tmp_path_factory.mktemp(task), task, make(40, 3))
+        samples, _ = read_samples(run)
+        runs[task] = (run, compute_results(json.loads((run / "config.json").read_text()), samples)["tasks"][task])
+    return runs
+
+
+@pytest.mark.parametrize("task,fmt", list(_READERS))
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".txt"])
+@pytest.mark.parametrize("answers", ["extracted", "raw"])
+def test_every_export_loads_with_the_official_reader(fake_runs, tmp_path, task, fmt, suffix, answers):
+    """The file's layout follows its name the way the official script's loader does; a name the
+    loader cannot read is refused with the name to use; what it loads scores dt-eval's numbers."""
+    from dt_eval.export import ExportError
+
+    script, refused = _READERS[(task, fmt)]
+    run, results = fake_runs[task]
+    out = tmp_path / f"sub{suffix}"
+    if suffix in refused:
+        with pytest.raises(ExportError, match=rf"official script.*\{refused[suffix]}\b"):
+            export_run(run, task, out, fmt=fmt, answers=answers)
+        assert not out.exists()
+        return
+    assert export_run(run, task, out, fmt=fmt, answers=answers) == 40
+    try:
+        loaded = ref_load_submission(out, script)
+    except OfficialScriptCrash as crash:
+        pytest.fail(f"the official {script} loader fails on {out.name}: {crash.reason}")
+    assert len(loaded) == 40 and all(isinstance(r, dict) for r in loaded)
+    if fmt == "rubrics":
+        assert all(set(r) == {"id", "thinking_prediction", "answer_prediction"} for r in loaded)
+        return
+    # dt-eval score reads it like the official script does
+    assert read_prediction_file(out, reader=load_task(task).submission_reader) == loaded
+    if not results["answers_available"]:
+        return
+    # the official script prints, on what it loaded, the number dt-eval reported for the run
+    text, _ = ref_mmsu_report(loaded) if script == "mmsu" else ref_mcq_report(loaded, script)
+    report = score_records(load_task(task), loaded)
+    assert "".join(line + "\n" for line in report.official_lines()) == text
+    assert report.accuracy == results["repeats"][0]["accuracy" if answers == "extracted" else "accuracy_official_raw"]

@@ -3,6 +3,7 @@ item and line by line, on synthetic records and on the real MMAU test-mini / MMA
 
 import json
 import random
+from contextlib import nullcontext
 
 import pytest
 
@@ -43,12 +44,14 @@ def test_mmar_synthetic_agrees_with_reference(seed):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_mmsu_synthetic_agrees_with_reference(seed):
+    # null and non-string responses included: the official script drops them ('Error prediction!')
     preds = build_prediction_file(mmsu_records(300, seed), "mmsu", random.Random(seed))
-    preds = [p for p in preds if p.get("response", "") is None or isinstance(p.get("response", ""), str)]
-    preds = [p for p in preds if p.get("response", "") is not None]  # null responses are our error
     report = score_records(load_task("mmsu"), preds)
-    text, _ = ref_mmsu_report(preds)
+    text, outcomes = ref_mmsu_report(preds)
     assert "".join(line + "\n" for line in report.official_lines()) == text
+    assert [rid for rid, _ in report.non_string] == [rid for rid, o in outcomes if o == "not_string"]
+    with pytest.raises(SubmissionError, match="must be a string|is null") if report.non_string else nullcontext():
+        score_records(load_task("mmsu"), preds, strict=True)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -72,6 +75,33 @@ def test_real_mmar(seed):
 
 def test_real_mmar_2025_release():
     _check_mcq("mmar-2025", "mmar", _load(need(MMAR_META_V1)), 7)
+
+
+def _label_clashes(choices, labels="ABCDEFGHIJ"):
+    """Letters that label one option and are, case aside, the whole text of a different option."""
+    labels = labels[: len(choices)]
+    texts = [c.strip().casefold() for c in choices]
+    return {letter for i, letter in enumerate(labels)
+            if letter.casefold() in texts and texts[texts.index(letter.casefold())] != texts[i]}
+
+
+@pytest.mark.parametrize("path", [MMAU_META, MMAU_META_OLD, MMAR_META, MMAR_META_V1], ids=lambda p: p.name)
+def test_real_items_are_ambiguous_only_where_a_letter_is_also_an_option_text(path):
+    """On the real metadata, extraction calls an answer ambiguous only on items where a label
+    letter is also another option's whole text (MMAU's chord and letter-name items), and there
+    a bare clashing letter always is."""
+    from dt_eval.extract import extract
+
+    from .adversarial import adversarial_predictions
+
+    rng = random.Random(0)
+    for r in _load(need(path)):
+        clashes = _label_clashes(r["choices"])
+        for pred in adversarial_predictions(r, rng):
+            ext = extract(pred, r["choices"])
+            assert not ext.ambiguous or clashes, (r["id"], pred)
+        for letter in clashes:
+            assert extract(letter, r["choices"]).ambiguous and not extract(f"({letter})", r["choices"]).ambiguous
 
 
 def test_real_quirks_load(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,12 @@ from .official import MmsuStatus, mcq_match, mmsu_correct, mmsu_read_letter
 from .tally import Tally
 
 SEPARATOR = "*" * 30
+OFFICIAL_HEADING = "=== official script's rule: the whole prediction string, no extraction (the official number) ==="
+EXTRACTION_HEADING = (
+    "=== dt-eval extraction: final answer extracted, then the official match "
+    "(dt-eval's number, not the official script's) ==="
+)
+EXTRACTION_MARK = "[dt-eval extraction]"
 
 
 class SubmissionError(ValueError):
@@ -45,6 +52,9 @@ class ScoreReport:
     missing_ids: list[str] = field(default_factory=list)  # no prediction key: excluded
     invalid: list[str] = field(default_factory=list)  # malformed records left out (invalid="exclude")
     skipped_ids: list[str] = field(default_factory=list)  # MMSU wrong format: out of denominator
+    # MMSU null/non-string responses: (id, JSON type); the official script prints 'Error prediction!'
+    # and leaves them out of the denominator
+    non_string: list[tuple[str, str]] = field(default_factory=list)
     diagnostics: list[str] = field(default_factory=list)  # lines the official script prints inline
     nested: dict[str, dict[str, Tally]] | None = None  # MMSU: category -> sub-category
     official_raw: ScoreReport | None = None  # with extraction: the no-extraction official number
@@ -62,14 +72,35 @@ class ScoreReport:
     def truncated(self) -> int:
         return sum(1 for r in self.items if r.extraction and r.extraction.truncated)
 
+    @property
+    def ambiguous(self) -> int:
+        return sum(1 for r in self.items if r.extraction and r.extraction.ambiguous)
+
     def official_lines(self) -> list[str]:
         """What the official script prints for these records, line for line."""
         if self.scorer == "mmsu_official":
             return _mmsu_lines(self)
         return _mcq_lines(self)
 
+    def stdout_lines(self) -> list[str]:
+        """What `dt-eval score` prints on stdout. Without extraction: the official script's lines.
+        With it: the official script's block first, then dt-eval's extraction block, each under
+        a heading and every extraction line marked, so that no part of it passes for official."""
+        if not self.extracted or self.official_raw is None:
+            return self.official_lines()
+        raw = self.official_raw
+        ours = self.official_lines() + [
+            f"{self.unparsed} unparsed, {self.ambiguous} ambiguous ({self.truncated} truncated): "
+            "no answer read, scored wrong"
+        ]
+        return (
+            [OFFICIAL_HEADING, *raw.official_lines(), "", EXTRACTION_HEADING]
+            + [f"{EXTRACTION_MARK} {line}" for line in ours]
+        )
+
     def dt_eval_lines(self) -> list[str]:
-        """Our additions, printed after the official block and marked as ours."""
+        """Our notes on the official rule's treatment of the file (stderr)."""
+        official = self.official_raw or self  # the block that follows the official script's rule
         lines = []
         if self.missing_ids:
             what = (
@@ -78,21 +109,20 @@ class ScoreReport:
                 else "were excluded (the official script skips them silently)"
             )
             lines.append(f"[dt-eval] {len(self.missing_ids)} record(s) lack '{self.prediction_key}' and {what}")
-        if self.skipped_ids:
+        if official.non_string:
+            kinds = Counter(kind for _, kind in official.non_string)
+            shown = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
             lines.append(
-                f"[dt-eval] {len(self.skipped_ids)} response(s) had no readable letter and were left out of "
-                "the denominator, as the official script does"
+                f"[dt-eval] {len(official.non_string)} record(s) have a null or non-string '{self.prediction_key}' "
+                f"({shown}; first: id {official.non_string[0][0]}): the official script prints 'Error prediction!' "
+                "for each and leaves it out of the denominator, which inflates the accuracy; "
+                "--strict refuses such files"
             )
-        if self.extracted:
+        if official.skipped_ids:
             lines.append(
-                f"[dt-eval] answers extracted before the official match: {self.unparsed} unparsed "
-                f"({self.truncated} truncated), scored wrong"
+                f"[dt-eval] {len(official.skipped_ids)} response(s) had no readable letter and were left out of "
+                "the denominator, as the official script does (this inflates the accuracy)"
             )
-            if self.official_raw is not None:
-                raw = self.official_raw
-                lines.append(
-                    f"[dt-eval] official number without extraction: {_pct(raw)} over {raw.overall.total} samples"
-                )
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -114,11 +144,14 @@ class ScoreReport:
             out["accuracy_fraction"] = self.overall.fraction
             out["skipped"] = len(self.skipped_ids)
             out["skipped_ids"] = self.skipped_ids
+            out["non_string"] = len(self.non_string)
+            out["non_string_ids"] = [rid for rid, _ in self.non_string]
             out["breakdowns_nested"] = {
                 cat: {sub: t.to_dict() for sub, t in subs.items()} for cat, subs in (self.nested or {}).items()
             }
         if self.extracted:
             out["unparsed"] = self.unparsed
+            out["ambiguous"] = self.ambiguous
             out["truncated"] = self.truncated
             if self.official_raw is not None:
                 raw = self.official_raw
@@ -127,13 +160,9 @@ class ScoreReport:
                     "correct": raw.overall.correct,
                     "total": raw.overall.total,
                 }
+                if raw.scorer == "mmsu_official":
+                    out["official_raw"] |= {"skipped": len(raw.skipped_ids), "non_string": len(raw.non_string)}
         return out
-
-
-def _pct(report: ScoreReport) -> str:
-    if report.scorer == "mmsu_official":
-        return f"{report.overall.fraction:.4f}"
-    return f"{report.accuracy:.2f}%"
 
 
 def _mcq_lines(rep: ScoreReport) -> list[str]:
@@ -165,8 +194,12 @@ def _mmsu_lines(rep: ScoreReport) -> list[str]:
 # ---------------------------------------------------------------- reading files
 
 
-def read_prediction_file(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON array or JSONL file of records. Errors name the file and line."""
+def read_prediction_file(path: str | Path, reader: str = "auto") -> list[dict[str, Any]]:
+    """The records of a prediction file, read the way the task's official script reads it
+    (TaskConfig.submission_reader), so that a file it cannot read is an error here too:
+    "json": one JSON document, whatever the name (MMAU: json.load); "jsonl": one record per line
+    (MMSU); "json_or_jsonl": picked by the name, .json a document, .jsonl lines (MMAR);
+    "auto": a JSON array if the file starts with '[', else lines. Errors name the file and line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -177,26 +210,60 @@ def read_prediction_file(path: str | Path) -> list[dict[str, Any]]:
     stripped = text.lstrip()
     if not stripped:
         raise SubmissionError(f"{path}: the file is empty")
-    if stripped[0] == "[":
+    try:
+        layout = ("document" if stripped[0] == "[" else "lines") if reader == "auto" else file_layout(reader, path.name)
+    except SubmissionError as e:
+        raise SubmissionError(f"{path}: {e}; rename the file") from None
+    if layout == "document":
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SubmissionError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+            hint = ""
+            if e.msg == "Extra data":
+                hint = (" (several JSON values: JSON lines? the official script reads this file as one JSON document"
+                        + ("; name it .jsonl" if reader == "json_or_jsonl" else "; write one JSON array") + ")")
+            raise SubmissionError(
+                f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}{hint}") from None
     else:
         records = []
-        for n, line in enumerate(text.splitlines(), 1):
+        # Lines as Python's text files give them (\n, \r\n, \r), not str.splitlines(), which also
+        # splits at U+2028 and other characters JSON strings may hold unescaped.
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        for n, line in enumerate(lines, 1):
             if not line.strip():
-                continue
+                if reader == "json_or_jsonl":  # the MMAR script's json.loads('') fails on it
+                    raise SubmissionError(f"{path}: line {n} is blank; the official script fails on blank lines")
+                continue  # the MMSU script reports a blank line as undecodable and goes on
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise SubmissionError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+                hint = " (a JSON array? the official script reads one JSON record per line)" if n == 1 and \
+                    stripped[0] == "[" else ""
+                raise SubmissionError(f"{path}: line {n} is not valid JSON ({e.msg}){hint}") from None
     if not isinstance(records, list):
         raise SubmissionError(f"{path}: expected a JSON array of records or JSONL, got {type(records).__name__}")
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             raise SubmissionError(f"{path}: record #{i} is a {type(r).__name__}, not an object")
     return records
+
+
+def file_layout(reader: str, name: str) -> str:
+    """How the official reader loads a file of this name: "document" (one JSON value) or
+    "lines" (one JSON record per line). SubmissionError for a name it cannot load."""
+    if reader == "json":
+        return "document"
+    if reader == "jsonl":
+        return "lines"
+    if reader == "json_or_jsonl":
+        if name.endswith((".json", ".jsonl")):
+            return "lines" if name.endswith(".jsonl") else "document"
+        raise SubmissionError(
+            "the official script picks its reader from the file name: .json (one JSON array) or .jsonl (JSON lines)"
+        )
+    raise ValueError(f"unknown reader {reader!r}")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -236,25 +303,41 @@ class _Errors:
 
 
 def score_records(
-    cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool = False, invalid: str = "raise"
+    cfg: TaskConfig,
+    records: Sequence[dict[str, Any]],
+    extract_answers: bool = False,
+    invalid: str = "raise",
+    strict: bool = False,
 ) -> ScoreReport:
     """Score submission records (metadata + prediction key) the way the official script does.
 
     invalid="raise": malformed records (null prediction, unknown task value, ...) raise one error
     naming them all. invalid="exclude": they are left out and listed in `report.invalid`
     (runs use this so one bad metadata record cannot sink a whole task's results).
+    strict: also refuse records the official script drops but still prints a number for
+    (MMSU null/non-string responses).
     """
     if not cfg.answers_available:
         raise SubmissionError(
             f"{cfg.name}: answers are hidden for this split; submit the exported file to the official server"
         )
     if cfg.scorer == "mmsu_official":
-        report = _score_mmsu(cfg, records, extract_answers, invalid)
+        report = _score_mmsu(cfg, records, extract_answers, invalid, strict)
     else:
         report = _score_mcq(cfg, records, extract_answers, invalid)
     if extract_answers:
-        report.official_raw = score_records(cfg, records, extract_answers=False, invalid=invalid)
+        report.official_raw = score_records(cfg, records, extract_answers=False, invalid=invalid, strict=strict)
     return report
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _check_prediction(rec: dict[str, Any], i: int, key: str, errors: _Errors) -> bool:
@@ -263,16 +346,18 @@ def _check_prediction(rec: dict[str, Any], i: int, key: str, errors: _Errors) ->
         errors.add(f"{_where(rec, i)}: '{key}' is null (write \"\" for an empty prediction)")
         return False
     if not isinstance(value, str):
-        errors.add(f"{_where(rec, i)}: '{key}' must be a string, got {type(value).__name__}")
+        errors.add(f"{_where(rec, i)}: '{key}' must be a string, got {_json_type(value)}")
         return False
     return True
 
 
 def task_extract(cfg: TaskConfig, text: str | None, choices: Sequence[str], reasoning: str | None = None) -> Extraction:
-    """Answer extraction with the task's option labels. MMSU needs an option: free text that
-    names none is unparsed (its scorer only reads letters)."""
-    ext = extract(text, choices, reasoning=reasoning, labels=cfg.prompt.labels)
-    if cfg.scorer == "mmsu_official" and ext.matched_choice is None:
+    """Answer extraction with the task's option labels. MMSU asks for a letter alone and its
+    scorer reads only letters: a bare letter is a label, and free text that names no option is
+    unparsed."""
+    mmsu = cfg.scorer == "mmsu_official"
+    ext = extract(text, choices, reasoning=reasoning, labels=cfg.prompt.labels, letters_only=mmsu)
+    if mmsu and ext.matched_choice is None and not ext.ambiguous:
         ext.unparsed = True
     return ext
 
@@ -357,7 +442,9 @@ def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answe
     )
 
 
-def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool, invalid: str) -> ScoreReport:
+def _score_mmsu(
+    cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool, invalid: str, strict: bool
+) -> ScoreReport:
     key = cfg.prediction_key
     cols = cfg.fields.choice_columns or ["choice_a", "choice_b", "choice_c", "choice_d"]
     answer_f = cfg.fields.answer or "answer_gt"
@@ -368,17 +455,24 @@ def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answ
     items: list[ItemResult] = []
     missing: list[str] = []
     skipped: list[str] = []
+    non_string: list[tuple[str, str]] = []
     diagnostics: list[str] = []
     for i, rec in enumerate(records):
+        response = rec.get(key, "")
         if key not in rec:
             # The official script reads a missing response as '' and counts it wrong; we keep that
             # (it is in the denominator) but also report the record as missing.
             missing.append(_rid(rec, i))
-            response = ""
-        elif not _check_prediction(rec, i, key, errors):
-            continue
-        else:
-            response = rec[key]
+        elif not isinstance(response, str):
+            if strict:
+                _check_prediction(rec, i, key, errors)
+                continue
+            if not extract_answers:
+                # The official script's response.strip() fails: it prints this and drops the record.
+                diagnostics.append("Error prediction!")
+                non_string.append((_rid(rec, i), _json_type(response)))
+                continue
+            response = None  # dt-eval's extraction: no answer, unparsed, counted wrong
         cat, sub = rec.get("category", ""), rec.get("sub-category", "")
         bad = [f for f, v in (("category", cat), ("sub-category", sub)) if not isinstance(v, str)]
         if bad:
@@ -412,6 +506,7 @@ def _score_mmsu(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answ
         nested=nested,
         missing_ids=missing,
         skipped_ids=skipped,
+        non_string=non_string,
         invalid=errors.msgs,
         diagnostics=diagnostics,
         breakdown_titles={"category": "Category"},
