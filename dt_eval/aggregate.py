@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .records import Extraction
-from .scoring.submission import ScoreReport, extracted_prediction, score_records
-from .taskconfig import TaskConfig
+from dt_eval.records import Extraction
+from dt_eval.scoring.submission import ScoreReport, extracted_prediction, score_records
+from dt_eval.taskconfig import TaskConfig
 
 
 def submission_records(cfg: TaskConfig, samples: Sequence[dict[str, Any]], answers: str = "raw") -> list[dict[str, Any]]:

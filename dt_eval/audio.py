@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .backends.base import AudioInput
-from .records import AudioRef
+from dt_eval.backends.base import AudioInput
+from dt_eval.records import AudioRef
 
 
 # With no window, clips longer than this get a warning: the longest window any known family

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
+from dt_eval import __version__
 
 app = typer.Typer(
     name="dt-eval",
@@ -33,7 +33,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; finished samples are saved
 
 
 def fail(msg: str, code: int = EXIT_USAGE) -> None:
-    from .redact import redact_text
+    from dt_eval.redact import redact_text
 
     typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
@@ -64,11 +64,11 @@ def tasks_cmd(
     lm-eval's own generation tasks run too, as `lm-eval:NAME` (e.g. `dt-eval run --tasks
     mmar,lm-eval:gsm8k`, needs the `[lm-eval]` extra)."""
     if lm_eval_path:
-        from .lmeval import tasks_path
+        from dt_eval.lmeval import tasks_path
 
         typer.echo(str(tasks_path()))
         return
-    from .taskconfig import load_task, task_names
+    from dt_eval.taskconfig import load_task, task_names
 
     rows = []
     for name in task_names():
@@ -134,8 +134,8 @@ def score_cmd(
     ] = None,
 ) -> None:
     """Score a prediction file exactly like the benchmark's official script."""
-    from .scoring.submission import SubmissionError, file_sha256, read_prediction_file, score_records
-    from .taskconfig import UnknownTaskError, load_task
+    from dt_eval.scoring.submission import SubmissionError, file_sha256, read_prediction_file, score_records
+    from dt_eval.taskconfig import UnknownTaskError, load_task
 
     try:
         cfg = load_task(task)
@@ -219,16 +219,16 @@ def run_cmd(
     130 interrupted (finished samples are saved; rerun the same command to resume)."""
     import asyncio
 
-    from .backends import BACKENDS, make_backend
-    from .data import DataError
-    from .genkwargs import apply_gen_kwargs, parse_gen_kwargs
-    from .report import error_counts, print_results
-    from .runner import RunError, Runner
-    from .settings import options_from_preset
-    from .taskconfig import UnknownTaskError, load_task
+    from dt_eval.backends import BACKENDS, make_backend
+    from dt_eval.data import DataError
+    from dt_eval.genkwargs import apply_gen_kwargs, parse_gen_kwargs
+    from dt_eval.report import error_counts, print_results
+    from dt_eval.runner import RunError, Runner
+    from dt_eval.settings import options_from_preset
+    from dt_eval.taskconfig import UnknownTaskError, load_task
 
     task_list = _split_csv([tasks])
-    from .cot.cli import check_run_cot, run_cot_after
+    from dt_eval.cot.cli import check_run_cot, run_cot_after
 
     check_run_cot(cot, judge_url)
     if backend not in BACKENDS:
@@ -237,11 +237,11 @@ def run_cmd(
         fail("--thinking must be on or off")
     if repeats < 1 or concurrency < 1 or batch_size < 1:
         fail("--repeats, --concurrency and --batch-size must be >= 1")
-    from .lmeval import is_lm_eval_task
+    from dt_eval.lmeval import is_lm_eval_task
 
     lm_tasks = [t for t in task_list if is_lm_eval_task(t)]
     if lm_tasks:
-        from .lmeval.textrun import LMEvalTaskError, check_lm_eval_tasks
+        from dt_eval.lmeval.textrun import LMEvalTaskError, check_lm_eval_tasks
 
         try:
             check_lm_eval_tasks(lm_tasks, lm_eval_include_path)
@@ -274,8 +274,8 @@ def run_cmd(
                    err=True)
     engine_args = {}
     if backend == "vllm" and opts.preset:
-        from .backends.vllm_engine import engine_args_from_preset
-        from .presets import load_preset
+        from dt_eval.backends.vllm_engine import engine_args_from_preset
+        from dt_eval.presets import load_preset
 
         engine_args = engine_args_from_preset(load_preset(opts.preset))
     try:
@@ -291,7 +291,7 @@ def run_cmd(
         fail(str(e))
         return
     except RuntimeError as e:
-        from .lmeval.textrun import LMEvalTaskError
+        from dt_eval.lmeval.textrun import LMEvalTaskError
 
         if not isinstance(e, LMEvalTaskError):
             raise
@@ -313,7 +313,7 @@ def report_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the recomputed results as JSON.")] = False,
 ) -> None:
     """Print a run's tables again (recomputed from samples.jsonl), or compare runs."""
-    from .report import ReportError, compare_runs, load_run_results, print_results
+    from dt_eval.report import ReportError, compare_runs, load_run_results, print_results
 
     try:
         loaded = [load_run_results(d) for d in run_dirs]
@@ -339,7 +339,7 @@ def export_cmd(
     repeat: Annotated[int, typer.Option("--repeat", help="Which repeat to export.")] = 0,
 ) -> None:
     """Write an official submission file from a run's per-sample records."""
-    from .export import ExportError, export_run
+    from dt_eval.export import ExportError, export_run
 
     try:
         n = export_run(run_dir, task, out, fmt=fmt, answers=answers, repeat=repeat)
@@ -369,10 +369,10 @@ def serve_cmd(
 
     Extra vLLM flags go after `--`:  dt-eval serve --model M -- --gpu-memory-utilization 0.8
     """
-    from .presets import UnknownPresetError
-    from .presets import list_presets as _list
-    from .presets import load_preset
-    from .serve import ServeError, build_command, start, stop, wait_healthy
+    from dt_eval.presets import UnknownPresetError
+    from dt_eval.presets import list_presets as _list
+    from dt_eval.presets import load_preset
+    from dt_eval.serve import ServeError, build_command, start, stop, wait_healthy
 
     if list_presets:
         for name in _list():
@@ -418,7 +418,7 @@ def serve_cmd(
 
 
 # Reasoning scorers (dt_eval/cot): the module imports torch/sentence-transformers only inside commands.
-from .cot import cli as _cot_cli  # noqa: E402
+from dt_eval.cot import cli as _cot_cli  # noqa: E402
 
 app.command("rescore")(_cot_cli.rescore_cmd)
 refs_app = typer.Typer(help="Reference reasoning chains for the hybrid reward.", no_args_is_help=True)
@@ -426,7 +426,7 @@ refs_app.command("build")(_cot_cli.refs_build_cmd)
 app.add_typer(refs_app, name="refs")
 
 
-from .leaderboard.cli import app as _leaderboard_app  # noqa: E402  (lazy: imports nothing heavy)
+from dt_eval.leaderboard.cli import app as _leaderboard_app  # noqa: E402  (lazy: imports nothing heavy)
 
 app.add_typer(_leaderboard_app, name="leaderboard")
 
@@ -450,7 +450,7 @@ def demo_cmd(
     Starting a local transformers server for a checkpoint: dt-eval demo --model ./my-checkpoint
     """
     try:
-        from .demo import DemoError, run_demo
+        from dt_eval.demo import DemoError, run_demo
     except ImportError as e:
         fail(f"the demo needs gradio: pip install 'dt-eval[demo]' ({e})")
         return

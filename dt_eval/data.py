@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import AudioRef, Item
-from .scoring.submission import file_sha256
-from .taskconfig import TaskConfig
+from dt_eval.records import AudioRef, Item
+from dt_eval.scoring.submission import file_sha256
+from dt_eval.taskconfig import TaskConfig
 
 
 class DataError(ValueError):

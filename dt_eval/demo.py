@@ -47,8 +47,8 @@ from typing import Any
 
 import yaml
 
-from .audio import AudioError, load_audio
-from .records import AudioRef
+from dt_eval.audio import AudioError, load_audio
+from dt_eval.records import AudioRef
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -95,7 +95,7 @@ def model_settings(model: str, window_s: float | None = None, max_tokens: int | 
     `window_s` (``--window``) overrides the preset's audio window; with neither, clips are sent
     whole (the server decides).
     """
-    from .presets import detect_preset
+    from dt_eval.presets import detect_preset
 
     try:
         preset = detect_preset(model)
@@ -155,7 +155,7 @@ def examples_cache_dir() -> Path:
 
 def _synthesise(clip: dict[str, Any], path: Path) -> bool:
     """Write one clip to `path`; False when it cannot be made here (espeak-ng missing)."""
-    from .devtools import synth_audio as sa
+    from dt_eval.devtools import synth_audio as sa
 
     kind = clip.get("kind")
     sr = int(clip.get("sr", sa.DEFAULT_SR))
@@ -321,7 +321,7 @@ def prepare_turn(message: Any, history: Any, options_text: str | None, settings:
     if loaded.source_seconds < 0.05:
         raise InputProblem(f"{name} is too short ({loaded.source_seconds * 1000:.0f} ms) to say anything about.")
     notes += [f"Note: {w}." if not w.endswith(".") else f"Note: {w}" for w in loaded.warnings]
-    from .audio import wav_pcm16_bytes
+    from dt_eval.audio import wav_pcm16_bytes
 
     wav_b64 = base64.b64encode(wav_pcm16_bytes(loaded.audio)).decode("ascii")
     prompt = render_question(text, options)
@@ -404,7 +404,7 @@ def build_demo(
     """
     import gradio as gr
 
-    from .backends.openai_stream import StreamError, stream_chat
+    from dt_eval.backends.openai_stream import StreamError, stream_chat
 
     settings = settings or model_settings(model, window_s=window_s, max_tokens=max_tokens)
     if window_s is not None:
@@ -545,7 +545,7 @@ def _audio_textbox_class() -> Any:
 
 
 def _safe_url(url: str) -> str:
-    from .redact import redact_url
+    from dt_eval.redact import redact_url
 
     return redact_url(url)
 
@@ -686,7 +686,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def served_models(base_url: str, api_key: str | None = None) -> list[str]:
-    from .backends.openai_stream import fetch_models
+    from dt_eval.backends.openai_stream import fetch_models
 
     return asyncio.run(fetch_models(base_url, api_key=api_key))
 
@@ -696,7 +696,7 @@ def run_demo(*, base_url: str | None = None, model: str | None = None, host: str
              served_model_name: str | None = None, max_tokens: int | None = None,
              examples: bool = True) -> None:
     """What `dt-eval demo` does; blocks until Ctrl-C. DemoError for setup problems."""
-    from .backends.openai_stream import StreamError
+    from dt_eval.backends.openai_stream import StreamError
 
     if base_url and model and not served_model_name:
         served_model_name = model  # --model names the model at --base-url

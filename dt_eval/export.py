@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .aggregate import submission_records
-from .rundir import latest_by_key, read_samples
-from .scoring.submission import SubmissionError, file_layout
-from .taskconfig import load_task
+from dt_eval.aggregate import submission_records
+from dt_eval.rundir import latest_by_key, read_samples
+from dt_eval.scoring.submission import SubmissionError, file_layout
+from dt_eval.taskconfig import load_task
 
 RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 characters
 # The MMAR-Rubrics scorer loads a .json file with json.load and other names as JSON lines.

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-from .records import Extraction
+from dt_eval.records import Extraction
 
 _REASONING_TAGS = ("think", "reasoning")
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"

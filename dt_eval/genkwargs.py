@@ -6,7 +6,7 @@ import json
 from dataclasses import fields
 from typing import Any
 
-from .backends.base import SamplingConfig
+from dt_eval.backends.base import SamplingConfig
 
 _KNOWN = {f.name for f in fields(SamplingConfig)} - {"extra"}
 _ALIASES = {"max_new_tokens": "max_tokens", "max_gen_toks": "max_tokens", "do_sample": None}

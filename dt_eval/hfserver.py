@@ -89,12 +89,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .audio import AudioError, load_audio
-from .backends.base import Generation, GenerationRequest, SamplingConfig
-from .records import AudioRef
+from dt_eval.audio import AudioError, load_audio
+from dt_eval.backends.base import Generation, GenerationRequest, SamplingConfig
+from dt_eval.records import AudioRef
 
 if TYPE_CHECKING:
-    from .backends.hf import HFBackend
+    from dt_eval.backends.hf import HFBackend
 
 log = logging.getLogger("dt_eval.hfserver")
 
@@ -450,7 +450,7 @@ def _decode_audio(blobs: list[bytes], rate: int) -> list:
 
 
 def _check_template(backend: Any, req: GenerationRequest) -> None:
-    from .backends.hf import _to_hf_messages
+    from dt_eval.backends.hf import _to_hf_messages
 
     try:
         backend.processor.apply_chat_template(_to_hf_messages(req.messages), add_generation_prompt=True,
@@ -605,7 +605,7 @@ def _stream_generate(state: _State, req: GenerationRequest, push, cancel: thread
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
-    from .backends.hf import _to_hf_messages
+    from dt_eval.backends.hf import _to_hf_messages
 
     backend = state.backend
     delay = state.token_delay_s
@@ -855,7 +855,7 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000, served_mod
                reasoning_parser: bool = True, batch_size: int = 8, device: str | None = None,
                dtype: str | None = None, batch_wait_ms: float = 5, token_delay_s: float = 0.0) -> None:
     """Load `model` with HFBackend and serve it until SIGINT/SIGTERM."""
-    from .backends.hf import HFBackend
+    from dt_eval.backends.hf import HFBackend
 
     backend = HFBackend(model, batch_size=batch_size, device=device, dtype=dtype)
     app = create_app(backend, served_model_name or model, reasoning_parser=reasoning_parser,

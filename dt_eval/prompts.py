@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .records import Item
-from .taskconfig import TaskConfig
+from dt_eval.records import Item
+from dt_eval.taskconfig import TaskConfig
 
 ThinkingMode = Literal["on", "off"]
 

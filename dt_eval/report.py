@@ -9,8 +9,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .aggregate import fmt_mean_std
-from .rundir import SamplesError, latest_by_key, read_samples
+from dt_eval.aggregate import fmt_mean_std
+from dt_eval.rundir import SamplesError, latest_by_key, read_samples
 
 
 class ReportError(ValueError):
@@ -19,7 +19,7 @@ class ReportError(ValueError):
 
 def load_run_results(run_dir: str | Path) -> dict[str, Any]:
     """Recompute a run's results from its samples (results.json is a cache, not the source)."""
-    from .runner import compute_results
+    from dt_eval.runner import compute_results
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
@@ -33,7 +33,7 @@ def load_run_results(run_dir: str | Path) -> dict[str, Any]:
     if not records:
         raise ReportError(f"{run_dir}: no samples yet")
     results = compute_results(config, latest_by_key(records).values())
-    from .cot.rescore import load_cot_aggregates  # reasoning scores, from cot.jsonl (no torch)
+    from dt_eval.cot.rescore import load_cot_aggregates  # reasoning scores, from cot.jsonl (no torch)
 
     for task, agg in load_cot_aggregates(run_dir).items():
         if task in results["tasks"]:
@@ -70,7 +70,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"pass@{k}"] = f"{t[f'pass_at_{k}']:.2f}"
             row[f"maj@{k}"] = f"{t['majority_vote_accuracy']:.2f}"
         if t.get("cot"):  # reasoning scores (dt-eval rescore / run --cot)
-            from .cot.cli import cot_columns
+            from dt_eval.cot.cli import cot_columns
 
             row |= cot_columns(t["cot"])
         if not t.get("complete", True):

@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .aggregate import score_one, task_results
-from .audio import AudioError, load_audio
-from .backends.base import Backend, Generation, GenerationRequest, SamplingConfig
-from .data import LoadedTask, load_task_data
-from .extract import split_reasoning
-from .prompts import PromptError, PromptSettings, build_messages, prompt_text
-from .records import Item
-from .redact import redact_argv
-from .rundir import RunDir, RunDirError, SamplesError, json_text, latest_by_key
-from .scoring.submission import extracted_prediction, task_extract
-from .taskconfig import TaskConfig, load_task
+from dt_eval import __version__
+from dt_eval.aggregate import score_one, task_results
+from dt_eval.audio import AudioError, load_audio
+from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.data import LoadedTask, load_task_data
+from dt_eval.extract import split_reasoning
+from dt_eval.prompts import PromptError, PromptSettings, build_messages, prompt_text
+from dt_eval.records import Item
+from dt_eval.redact import redact_argv
+from dt_eval.rundir import RunDir, RunDirError, SamplesError, json_text, latest_by_key
+from dt_eval.scoring.submission import extracted_prediction, task_extract
+from dt_eval.taskconfig import TaskConfig, load_task
 
 
 class RunError(RuntimeError):
@@ -141,7 +141,7 @@ class Runner:
 
     # ------------------------------------------------------------ main entry
     async def run(self) -> dict[str, Any]:
-        from .lmeval import is_lm_eval_task
+        from dt_eval.lmeval import is_lm_eval_task
 
         opts = self.opts
         lm_tasks = [name for name in opts.tasks if is_lm_eval_task(name)]
@@ -173,7 +173,7 @@ class Runner:
             for name, lt in loaded.items():
                 await self._run_task(configs[name], lt, done)
             for name in lm_tasks:
-                from .lmeval.textrun import run_lm_eval_task
+                from dt_eval.lmeval.textrun import run_lm_eval_task
 
                 await run_lm_eval_task(self, name, done)
             return self.finalize(configs, loaded)
@@ -368,7 +368,7 @@ def compute_results(config: dict[str, Any], samples) -> dict[str, Any]:
     for name, group in by_task.items():
         info = tasks_cfg.get(name, {})
         if info.get("kind") == "lm-eval":  # scored by lm-eval itself
-            from .lmeval.results import lm_eval_task_results
+            from dt_eval.lmeval.results import lm_eval_task_results
 
             out["tasks"][name] = lm_eval_task_results(name, group, info)
             continue

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .presets import Preset, detect_preset, load_preset
+from dt_eval.presets import Preset, detect_preset, load_preset
 
 
 class ServeError(RuntimeError):
@@ -40,7 +40,7 @@ class ServeCommand:
     def shown(self) -> str:
         """`shell()` fit for a terminal or a log: values of secret flags (vLLM's `--api-key`
         passed after `--`) masked."""
-        from .redact import redact_argv
+        from dt_eval.redact import redact_argv
 
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
         return (env + " " if env else "") + shlex.join(redact_argv(self.argv))

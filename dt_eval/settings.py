@@ -5,15 +5,15 @@ Precedence: dt-eval defaults < family preset < explicit command-line flags.
 
 from __future__ import annotations
 
-from .backends.base import SamplingConfig
-from .prompts import GENERIC_THINK_INSTRUCTION, PromptSettings
-from .runner import RunOptions
+from dt_eval.backends.base import SamplingConfig
+from dt_eval.prompts import GENERIC_THINK_INSTRUCTION, PromptSettings
+from dt_eval.runner import RunOptions
 
 
 def options_from_preset(*, tasks: list[str], model: str, backend: str, preset: str | None = None,
                         thinking: str = "on", system_prompt: str | None = None,
                         audio_window: float | None = None) -> RunOptions:
-    from .presets import detect_preset, load_preset
+    from dt_eval.presets import detect_preset, load_preset
 
     p = load_preset(preset) if preset else detect_preset(model)
     sampling = SamplingConfig()

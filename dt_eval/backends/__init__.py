@@ -12,11 +12,11 @@ BACKENDS = ("hf", "openai", "vllm")
 
 def make_backend(kind: str, model: str, **kw: Any):
     if kind == "hf":
-        from .hf import HFBackend
+        from dt_eval.backends.hf import HFBackend
 
         return HFBackend(model, batch_size=kw.get("batch_size", 8), device=kw.get("device"), dtype=kw.get("dtype"))
     if kind == "openai":
-        from .openai_compat import OpenAIBackend
+        from dt_eval.backends.openai_compat import OpenAIBackend
 
         urls = kw.get("base_urls") or []
         if not urls:
@@ -24,7 +24,7 @@ def make_backend(kind: str, model: str, **kw: Any):
         return OpenAIBackend(model, urls, concurrency=kw.get("concurrency", 32), timeout_s=kw.get("timeout_s", 600),
                              max_retries=kw.get("max_retries", 4))
     if kind == "vllm":
-        from .vllm_engine import VLLMBackend
+        from dt_eval.backends.vllm_engine import VLLMBackend
 
         return VLLMBackend(model, batch_size=kw.get("batch_size", 256), dtype=kw.get("dtype"),
                            engine_args=kw.get("engine_args") or {})

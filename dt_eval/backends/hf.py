@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .base import Generation, GenerationRequest, LocalBatchedBackend
+from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend
 
 
 def _to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

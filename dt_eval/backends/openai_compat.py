@@ -33,9 +33,9 @@ from typing import Any
 
 import aiohttp
 
-from ..audio import wav_base64
-from ..redact import basic_auth_header, redact_text, redact_url, split_credentials
-from .base import Generation, GenerationRequest
+from dt_eval.audio import wav_base64
+from dt_eval.redact import basic_auth_header, redact_text, redact_url, split_credentials
+from dt_eval.backends.base import Generation, GenerationRequest
 
 try:  # optional: faster JSON when present
     import orjson as _orjson

@@ -32,9 +32,9 @@ from typing import Any
 
 import aiohttp
 
-from ..extract import split_reasoning
-from ..redact import basic_auth_header, redact_text, redact_url, split_credentials
-from .openai_compat import _short_server_message
+from dt_eval.extract import split_reasoning
+from dt_eval.redact import basic_auth_header, redact_text, redact_url, split_credentials
+from dt_eval.backends.openai_compat import _short_server_message
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"

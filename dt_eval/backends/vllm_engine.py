@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
-from .hf import _to_hf_messages
+from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
+from dt_eval.backends.hf import _to_hf_messages
 
 
 def sampling_params(s: SamplingConfig):

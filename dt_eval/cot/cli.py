@@ -11,15 +11,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .judge import DEFAULT_JUDGE_MODEL
-from .rubrics import OFFICIAL_ATTEMPTS
+from dt_eval.cot.judge import DEFAULT_JUDGE_MODEL
+from dt_eval.cot.rubrics import OFFICIAL_ATTEMPTS
 
 _COT_HELP = ("Reasoning scorers, comma-separated: hybrid (gated 0.5*LLM + 0.5*embedding), stage2 (gated LLM only), "
              "embedding, evaluator, consistency, format, rubrics (MMAR-Rubrics), or all.")
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    from ..redact import redact_text
+    from dt_eval.redact import redact_text
 
     typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
@@ -65,7 +65,7 @@ def print_cot_table(aggregates: dict[str, dict[str, Any]]) -> None:
 
 def print_rubrics_official(aggregates: dict[str, dict[str, Any]]) -> None:
     """Per task with rubric scores: what the official MMAR-Rubrics script prints, then our notes."""
-    from .rubrics import dt_eval_lines, official_lines
+    from dt_eval.cot.rubrics import dt_eval_lines, official_lines
 
     for task, agg in aggregates.items():
         r = agg.get("rubrics")
@@ -117,7 +117,7 @@ def rescore_cmd(
     merges per-task aggregates into RUN_DIR/results.json. The judge API key comes from
     $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY (never from the command line or the records).
     """
-    from .rescore import RescoreError, rescore_run
+    from dt_eval.cot.rescore import RescoreError, rescore_run
 
     try:
         aggregates = rescore_run(
@@ -167,10 +167,10 @@ def refs_build_cmd(
     """
     import asyncio
 
-    from ..data import DataError, load_task_data
-    from ..taskconfig import UnknownTaskError, load_task
-    from .judge import JudgeClient, JudgeConfig
-    from .refs import RefItem, RefsError, build_references
+    from dt_eval.data import DataError, load_task_data
+    from dt_eval.taskconfig import UnknownTaskError, load_task
+    from dt_eval.cot.judge import JudgeClient, JudgeConfig
+    from dt_eval.cot.refs import RefItem, RefsError, build_references
 
     try:
         cfg = load_task(task)
@@ -226,7 +226,7 @@ def check_run_cot(cot: str | None, judge_url: list[str] | None) -> list[str]:
     """Validate `dt-eval run --cot ...` before inference starts."""
     if not cot:
         return []
-    from .rescore import RescoreError, check_options
+    from dt_eval.cot.rescore import RescoreError, check_options
 
     try:
         return check_options(cot, _csv(judge_url) or None)
@@ -241,12 +241,12 @@ def run_cot_after(run_dir: Path, results: dict[str, Any], cot: str | None, judge
     A scoring failure is reported but does not undo the (saved) inference."""
     if not cot:
         return results
-    from .rescore import RescoreError, rescore_run
+    from dt_eval.cot.rescore import RescoreError, rescore_run
 
     try:
         aggregates = rescore_run(run_dir, cot, _csv(judge_url) or None, judge_model, embedder)
     except (RescoreError, ValueError, OSError) as e:
-        from ..redact import redact_text
+        from dt_eval.redact import redact_text
 
         typer.echo(f"error: reasoning scoring failed: {redact_text(str(e))}; inference results are saved. "
                    f"Retry with: dt-eval rescore {run_dir} --cot {cot}", err=True)

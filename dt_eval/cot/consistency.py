@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .judge import JudgeCall, JudgeClient, JudgeParseError, extract_json_object
-from .templates import load_prompt
-from .types import CotInput, CotScore, render_options
+from dt_eval.cot.judge import JudgeCall, JudgeClient, JudgeParseError, extract_json_object
+from dt_eval.cot.templates import load_prompt
+from dt_eval.cot.types import CotInput, CotScore, render_options
 
 SCORER = "consistency"
 

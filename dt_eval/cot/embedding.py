@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import CotInput, CotScore
+from dt_eval.cot.types import CotInput, CotScore
 
 SCORER = "embedding"
 VERSION = "dt-eval-embedding-v1"  # chunking + pooling + mapping scheme

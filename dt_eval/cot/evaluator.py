@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .judge import JudgeCall, JudgeClient, JudgeParseError, extract_json_object, strict_int
-from .templates import load_prompt
-from .types import CotInput, CotScore, render_options
+from dt_eval.cot.judge import JudgeCall, JudgeClient, JudgeParseError, extract_json_object, strict_int
+from dt_eval.cot.templates import load_prompt
+from dt_eval.cot.types import CotInput, CotScore, render_options
 
 SCORER = "evaluator"
 DIMENSIONS = ("logical_path_alignment", "key_step_coverage", "reasoning_strategy_consistency", "analysis_depth")

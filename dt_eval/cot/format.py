@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .types import CotInput, CotScore
+from dt_eval.cot.types import CotInput, CotScore
 
 SCORER = "format"
 VERSION = "dt-eval-format-v1"

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import evaluator as _evaluator
-from .judge import JudgeClient
-from .types import CotInput, CotScore
+from dt_eval.cot import evaluator as _evaluator
+from dt_eval.cot.judge import JudgeClient
+from dt_eval.cot.types import CotInput, CotScore
 
 VERSION = "dt-eval-hybrid-v2"  # v2: an empty chain scores 0 without a judge call
 

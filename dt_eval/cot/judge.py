@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .types import stable_hash
+from dt_eval.cot.types import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class JudgeConfig:
         return None, "none"
 
     def describe(self) -> dict[str, Any]:
-        from ..redact import redact_url
+        from dt_eval.redact import redact_url
 
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
         return {
@@ -141,7 +141,7 @@ class JudgeClient:
     """`await client.judge_many(calls)`; use as `async with JudgeClient(cfg) as client:`."""
 
     def __init__(self, config: JudgeConfig, cache: JudgeCache | None = None):
-        from ..backends.openai_compat import OpenAIBackend
+        from dt_eval.backends.openai_compat import OpenAIBackend
 
         self.config = config
         key, self._key_source = config.resolved_key()
@@ -181,7 +181,7 @@ class JudgeClient:
         return text
 
     def _sampling(self):
-        from ..backends.base import SamplingConfig
+        from dt_eval.backends.base import SamplingConfig
 
         c = self.config
         return SamplingConfig(max_tokens=c.max_tokens, temperature=c.temperature, top_p=1.0, seed=c.seed,
@@ -196,7 +196,7 @@ class JudgeClient:
         return (self.config.model, call.prompt_version, call.item_id, self.chain_hash(call), int(call.rater))
 
     async def judge(self, call: JudgeCall) -> JudgeOutcome:
-        from ..backends.base import GenerationRequest
+        from dt_eval.backends.base import GenerationRequest
 
         key = self.cache_key(call) if self.cache is not None else None
         if key is not None:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .judge import JudgeCall, JudgeClient, JudgeParseError
-from .templates import load_prompt
-from .types import render_options
+from dt_eval.cot.judge import JudgeCall, JudgeClient, JudgeParseError
+from dt_eval.cot.templates import load_prompt
+from dt_eval.cot.types import render_options
 
 FORMAT = "dt-eval-refs"
 FORMAT_VERSION = 1

@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
-from .types import CotInput, CotScore
+from dt_eval.cot.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
+from dt_eval.cot.types import CotInput, CotScore
 
 COT_FILE = "cot.jsonl"
 CACHE_FILE = "judge_cache.sqlite"
@@ -87,7 +87,7 @@ def check_options(cot: Sequence[str], judge_url: str | Sequence[str] | None) -> 
 
 
 def _task_fields(task: str):
-    from ..taskconfig import Fields, load_task
+    from dt_eval.taskconfig import Fields, load_task
 
     try:
         cfg = load_task(task)
@@ -110,7 +110,7 @@ def _resolve_refs_path(path: str, config: dict[str, Any], task: str) -> Path:
 
 def _references_for(task: str, cfg, references: str | dict[str, str] | None,
                     config: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
-    from .refs import load_references
+    from dt_eval.cot.refs import load_references
 
     path = references.get(task) if isinstance(references, dict) else references
     if path is None and cfg is not None:
@@ -331,7 +331,7 @@ class _RunLock:
 
 def _make_embedder(embedder: Any, cache_path: Path | None):
     if embedder is None or isinstance(embedder, (str, Path)):
-        from .embedding import Embedder
+        from dt_eval.cot.embedding import Embedder
 
         return Embedder(None if embedder in (None, "") else embedder, cache_path=cache_path)
     return embedder
@@ -365,9 +365,9 @@ async def arescore_run(
     say: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The async form of `rescore_run` (see the module docstring)."""
-    from ..rundir import latest_by_key, read_samples
-    from . import consistency, evaluator, format as fmt, hybrid, rubrics
-    from .hybrid import HybridConfig
+    from dt_eval.rundir import latest_by_key, read_samples
+    from dt_eval.cot import consistency, evaluator, format as fmt, hybrid, rubrics
+    from dt_eval.cot.hybrid import HybridConfig
 
     say = say or (lambda m: print(m, file=sys.stderr))
     rubrics_config = rubrics.RubricsConfig(cut_thinking=rubrics_cut_thinking, **(
@@ -476,13 +476,13 @@ async def arescore_run(
 
 
 def _merge_results(run_dir: Path, config: dict[str, Any], aggregates: dict[str, dict[str, Any]]) -> None:
-    from ..rundir import RESULTS, latest_by_key, read_samples, write_json_atomic
+    from dt_eval.rundir import RESULTS, latest_by_key, read_samples, write_json_atomic
 
     path = run_dir / RESULTS
     if path.exists():
         results = json.loads(path.read_text(encoding="utf-8"))
     else:
-        from ..runner import compute_results
+        from dt_eval.runner import compute_results
 
         records, _ = read_samples(run_dir)
         results = compute_results(config, latest_by_key(records).values())

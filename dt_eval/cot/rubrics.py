@@ -38,10 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..scoring.official import mcq_match
-from .judge import JudgeCall, JudgeClient, JudgeParseError
-from .templates import load_prompt
-from .types import CotInput, CotScore
+from dt_eval.scoring.official import mcq_match
+from dt_eval.cot.judge import JudgeCall, JudgeClient, JudgeParseError
+from dt_eval.cot.templates import load_prompt
+from dt_eval.cot.types import CotInput, CotScore
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from .published import PublishedFile, entry_to_json, normalise_model_name
+from dt_eval import __version__
+from dt_eval.leaderboard.published import PublishedFile, entry_to_json, normalise_model_name
 
 SCHEMA = "dt-eval-leaderboard/1"
 
@@ -117,7 +117,7 @@ def _cot_aggregates(run_dir: Path, results_json: dict[str, Any] | None) -> tuple
     """Reasoning-quality aggregates: recomputed from cot.jsonl when present, else results.json's."""
     if (run_dir / "cot.jsonl").exists():
         try:
-            from ..cot.rescore import aggregate_records, read_cot_records
+            from dt_eval.cot.rescore import aggregate_records, read_cot_records
         except ImportError:  # the cot package is optional
             pass
         else:
@@ -156,7 +156,7 @@ def _cot_numbers(agg: dict[str, Any] | None, results_cot: dict[str, Any] | None)
 
 def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], samples: list[dict[str, Any]],
                  cot: dict[str, Any] | None) -> dict[str, Any]:
-    from ..taskconfig import load_task
+    from dt_eval.taskconfig import load_task
 
     if res.get("kind") == "lm-eval":
         return _lm_eval_numbers(task, res, cfg_info, samples)
@@ -257,9 +257,9 @@ def backend_name(described: Any) -> str | None:
 
 def measure_run(run_dir: str | Path) -> dict[str, Any]:
     """Every number the leaderboard shows for one run, recomputed from samples.jsonl."""
-    from ..rundir import latest_by_key, read_samples
-    from ..runner import compute_results
-    from ..taskconfig import UnknownTaskError
+    from dt_eval.rundir import latest_by_key, read_samples
+    from dt_eval.runner import compute_results
+    from dt_eval.taskconfig import UnknownTaskError
 
     run = Path(run_dir)
     samples_file = run / "samples.jsonl"

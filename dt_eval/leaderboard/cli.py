@@ -21,7 +21,7 @@ app = typer.Typer(
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    from ..redact import redact_text
+    from dt_eval.redact import redact_text
 
     typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
@@ -37,9 +37,9 @@ def build_cmd(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Render PNG plots (needs matplotlib: the `leaderboard` extra of dt-eval).")] = True,
 ) -> None:
     """Build the leaderboard from run directories (every number recomputed from samples.jsonl)."""
-    from .build import BuildError, build_leaderboard
-    from .published import PublishedError, load_published
-    from .render import write_all
+    from dt_eval.leaderboard.build import BuildError, build_leaderboard
+    from dt_eval.leaderboard.published import PublishedError, load_published
+    from dt_eval.leaderboard.render import write_all
 
     names: dict[str, str] = {}
     for v in name or []:
@@ -82,7 +82,7 @@ def verify_cmd(
 ) -> None:
     """Recompute every measured number from the runs' samples.jsonl, check the reported rows against
     the published file and the plots against a fresh render; exit 1 on any difference."""
-    from .verify import verify
+    from dt_eval.leaderboard.verify import verify
 
     rep = verify(directory, reextract=reextract, published=published, plots=plots)
     for n in rep.notes:

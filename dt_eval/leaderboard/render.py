@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .build import MARKERS, TITLES  # noqa: F401  (re-exported for callers)
+from dt_eval.leaderboard.build import MARKERS, TITLES  # noqa: F401  (re-exported for callers)
 
 JSON_FILE = "leaderboard.json"
 MD_FILE = "leaderboard.md"

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .build import SCHEMA, BuildError, assemble, category_tables, file_sha256, measure_run
-from .published import PublishedError, entry_to_json, load_published
-from .render import (CSV_FILE, HTML_FILE, JSON_FILE, MD_FILE, embedded_images, render_csv, render_html,
+from dt_eval.leaderboard.build import SCHEMA, BuildError, assemble, category_tables, file_sha256, measure_run
+from dt_eval.leaderboard.published import PublishedError, entry_to_json, load_published
+from dt_eval.leaderboard.render import (CSV_FILE, HTML_FILE, JSON_FILE, MD_FILE, embedded_images, render_csv, render_html,
                      render_markdown, strip_images)
 
 
@@ -114,11 +114,11 @@ def _resolve_run(m: dict[str, Any], lb_dir: Path) -> Path | None:
 
 def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     """Extract every answer again from the raw output and rescore it; compare with the records."""
-    from ..backends.base import Generation
-    from ..data import item_from_record
-    from ..rundir import latest_by_key, read_samples
-    from ..runner import compute_results, make_sample_record
-    from ..taskconfig import load_task
+    from dt_eval.backends.base import Generation
+    from dt_eval.data import item_from_record
+    from dt_eval.rundir import latest_by_key, read_samples
+    from dt_eval.runner import compute_results, make_sample_record
+    from dt_eval.taskconfig import load_task
 
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     records, _ = read_samples(run)
@@ -245,7 +245,7 @@ def check_plots(lb: dict[str, Any], lb_dir: Path, report: VerifyReport) -> dict[
     if not listed:
         return {}
     try:
-        from .render import plot_renderer, render_plots
+        from dt_eval.leaderboard.render import plot_renderer, render_plots
 
         here = plot_renderer()
     except ImportError:

@@ -34,7 +34,7 @@ def lm_eval_name(name: str) -> str:
 @lru_cache(maxsize=None)
 def task_config(name: str):
     """dt-eval's TaskConfig, parsed once per process: lm-eval calls our task functions per doc."""
-    from ..taskconfig import load_task
+    from dt_eval.taskconfig import load_task
 
     return load_task(name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register_quietly() -> None:
     try:
-        from . import register
+        from dt_eval.lmeval import register
 
         register()
     except Exception:  # lm-eval missing or changed: never break the interpreter's start

@@ -34,13 +34,13 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from ..audio import AudioError, load_audio
-from ..backends.base import Backend, Generation, GenerationRequest, SamplingConfig
-from ..extract import split_reasoning
-from ..prompts import compose_messages
-from ..records import AudioRef
-from ..runner import RunOptions
-from . import register, task_config
+from dt_eval.audio import AudioError, load_audio
+from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.extract import split_reasoning
+from dt_eval.prompts import compose_messages
+from dt_eval.records import AudioRef
+from dt_eval.runner import RunOptions
+from dt_eval.lmeval import register, task_config
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class DtAudioLM(LM):
         if options is None:
             if not model:
                 raise ValueError("dt-audio needs model=<served model name> in --model_args")
-            from ..settings import options_from_preset
+            from dt_eval.settings import options_from_preset
 
             options = options_from_preset(tasks=[], model=model, backend="openai", preset=preset, thinking=thinking,
                                           audio_window=float(audio_window) if audio_window is not None else None)
@@ -130,7 +130,7 @@ class DtAudioLM(LM):
         if backend is None:
             if not base_url:
                 raise ValueError("dt-audio needs base_url=http://HOST:PORT/v1 in --model_args (several: join with |)")
-            from ..backends import make_backend
+            from dt_eval.backends import make_backend
 
             backend = make_backend("openai", options.model, base_urls=[u for u in str(base_url).split("|") if u],
                                    concurrency=int(concurrency), timeout_s=float(timeout),

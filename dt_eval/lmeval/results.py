@@ -28,7 +28,7 @@ def recompute(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def lm_eval_task_results(name: str, records: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
-    from ..aggregate import _counts
+    from dt_eval.aggregate import _counts
 
     lm_name = info.get("lm_eval_task") or name.split(":", 1)[-1]
     reported = (info.get("reported") or {}).get(lm_name) or {}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..backends.base import Generation
-from ..data import item_from_record, load_task_data
-from ..prompts import task_text
-from ..records import AudioRef, Item
-from . import task_config
-from .model import unpack_generation
+from dt_eval.backends.base import Generation
+from dt_eval.data import item_from_record, load_task_data
+from dt_eval.prompts import task_text
+from dt_eval.records import AudioRef, Item
+from dt_eval.lmeval import task_config
+from dt_eval.lmeval.model import unpack_generation
 
 
 def load_docs(task: str, data_dir: str | None = None, **_: Any):
@@ -65,7 +65,7 @@ def doc_to_audio(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
-    from ..runner import make_sample_record
+    from dt_eval.runner import make_sample_record
 
     cfg = task_config(doc["task"])
     text, reasoning = unpack_generation(results[0] if results else "")

@@ -16,10 +16,10 @@ import time
 from functools import partial
 from typing import Any
 
-from ..backends.base import Generation
-from ..extract import split_reasoning
-from ..prompts import prompt_text
-from . import lm_eval_name
+from dt_eval.backends.base import Generation
+from dt_eval.extract import split_reasoning
+from dt_eval.prompts import prompt_text
+from dt_eval.lmeval import lm_eval_name
 
 
 class LMEvalTaskError(RuntimeError):
@@ -117,7 +117,7 @@ class Recorder:
 
 
 def primary_metric(reported: dict[str, Any]) -> str | None:
-    from .results import metric_keys
+    from dt_eval.lmeval.results import metric_keys
 
     keys = metric_keys(reported)
     return keys[0] if keys else None
@@ -169,7 +169,7 @@ async def run_lm_eval_task(runner: Any, name: str, done: dict[str, dict[str, Any
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from .model import DtAudioLM
+    from dt_eval.lmeval.model import DtAudioLM
 
     opts = runner.opts
     lm_name = lm_eval_name(name)

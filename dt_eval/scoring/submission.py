@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..extract import extract
-from ..records import Extraction
-from ..taskconfig import TaskConfig
-from .official import MmsuStatus, mcq_match, mmsu_correct, mmsu_read_letter
-from .tally import Tally
+from dt_eval.extract import extract
+from dt_eval.records import Extraction
+from dt_eval.taskconfig import TaskConfig
+from dt_eval.scoring.official import MmsuStatus, mcq_match, mmsu_correct, mmsu_read_letter
+from dt_eval.scoring.tally import Tally
 
 SEPARATOR = "*" * 30
 OFFICIAL_HEADING = "=== official script's rule: the whole prediction string, no extraction (the official number) ==="
