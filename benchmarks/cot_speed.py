@@ -52,8 +52,8 @@ def mmar_records(n: int) -> tuple[list[dict], str]:
 
 
 def bench_embedding(recs: list[dict]) -> list[tuple[str, str]]:
-    from dt_eval.cot.embedding import Embedder
-    from dt_eval.cot.types import CotInput
+    from dt_eval.reasoning.embedding import Embedder
+    from dt_eval.reasoning.types import CotInput
 
     t0 = time.perf_counter()
     emb = Embedder()
@@ -90,7 +90,7 @@ def start_fake_server(delay: float) -> tuple[subprocess.Popen, str]:
 
 
 async def judge_run(url: str, concurrency: int, n: int, delay: float) -> tuple[float, int]:
-    from dt_eval.cot.judge import JudgeCall, JudgeClient, JudgeConfig
+    from dt_eval.reasoning.judge import JudgeCall, JudgeClient, JudgeConfig
 
     cfg = JudgeConfig(base_url=url, model="fake-model", concurrency=concurrency, timeout_s=60, max_retries=0,
                       parse_retries=0)
@@ -124,7 +124,7 @@ def bench_judge(delay: float, n: int, n_c1: int) -> list[tuple[str, str]]:
 
 
 def bench_rescore(recs: list[dict], skip_embedding: bool) -> list[tuple[str, str]]:
-    from dt_eval.cot.rescore import rescore_run
+    from dt_eval.reasoning.rescore import rescore_run
     from tests.test_cot_support import FakeJudge, StubEmbedder, make_run_dir
 
     rows = []

@@ -93,7 +93,7 @@ async def run_openai(url: str, reqs, warm, concurrency: int) -> tuple[float, int
     import httpx
     import openai
 
-    from dt_eval.audio import wav_base64
+    from dt_eval.pipeline.audio import wav_base64
 
     client = openai.AsyncOpenAI(
         base_url=url,
@@ -140,7 +140,7 @@ async def run_aiohttp_floor(url: str, reqs, warm, concurrency: int) -> tuple[flo
 
     import aiohttp
 
-    from dt_eval.audio import wav_base64
+    from dt_eval.pipeline.audio import wav_base64
 
     sem = asyncio.Semaphore(concurrency)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
@@ -237,7 +237,7 @@ def encoding_microbench(audio_seconds: float) -> list[str]:
 
     import soundfile as sf
 
-    from dt_eval.audio import wav_base64
+    from dt_eval.pipeline.audio import wav_base64
     from dt_eval.backends.base import AudioInput
 
     def to_base64_wav(a: AudioInput) -> bytes:  # the straightforward way, through libsndfile

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dt_eval.scoring.submission import read_prediction_file, score_records  # noqa: E402
-from dt_eval.taskconfig import load_task  # noqa: E402
+from dt_eval.tasks.config import load_task  # noqa: E402
 from tests.synthetic_meta import mmau_records  # noqa: E402
 
 

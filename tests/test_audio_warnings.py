@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dt_eval.audio import LONG_CLIP_S, LONG_NO_WINDOW, TRIMMED, TRUNCATED_WAV, load_audio
-from dt_eval.records import AudioRef
+from dt_eval.pipeline.audio import LONG_CLIP_S, LONG_NO_WINDOW, TRIMMED, TRUNCATED_WAV, load_audio
+from dt_eval.types import AudioRef
 
 
 def write_tone(path, seconds: float, sr: int = 16000) -> bytes:

@@ -10,10 +10,10 @@ import pytest
 
 pytestmark = pytest.mark.slow  # loads a real model
 
-emb_mod = pytest.importorskip("dt_eval.cot.embedding")
+emb_mod = pytest.importorskip("dt_eval.reasoning.embedding")
 pytest.importorskip("sentence_transformers")
 
-from dt_eval.cot.types import CotInput  # noqa: E402
+from dt_eval.reasoning.types import CotInput  # noqa: E402
 
 REF = ("The audio features Mongolian long song and throat singing, with a relatively low pitch and long "
        "wavelengths. This style is typically heard in broad, flat open landscapes, so the answer is open grassland.")

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from dt_eval.cot import evaluator, rubrics
-from dt_eval.cot.judge import JudgeCache, JudgeCall, JudgeClient, JudgeConfig
-from dt_eval.cot.types import CotInput
+from dt_eval.reasoning import evaluator, rubrics
+from dt_eval.reasoning.judge import JudgeCache, JudgeCall, JudgeClient, JudgeConfig
+from dt_eval.reasoning.types import CotInput
 
 from .test_cot_support import FakeJudge
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dt_eval.cli import app
-from dt_eval.cot.refs import load_references, read_references
-from dt_eval.cot.rescore import COT_FILE, RescoreError, load_cot_aggregates, parse_cot, rescore_run
+from dt_eval.reasoning.refs import load_references, read_references
+from dt_eval.reasoning.rescore import COT_FILE, RescoreError, load_cot_aggregates, parse_cot, rescore_run
 
 from .test_cot_support import FakeJudge, StubEmbedder, make_run_dir
 
@@ -238,14 +238,14 @@ def test_cli_rescore_prints_the_official_rubrics_tables(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from dt_eval import cli; import dt_eval.cot.cli, dt_eval.cot.rescore, dt_eval.cot.hybrid, "
-            "dt_eval.cot.rubrics; assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules")
+    code = ("import sys; from dt_eval import cli; import dt_eval.cli.reasoning, dt_eval.reasoning.rescore, dt_eval.reasoning.hybrid, "
+            "dt_eval.reasoning.rubrics; assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_run_with_cot_end_to_end(tmp_path):
     """`dt-eval run --cot ...`: inference against the fake model server, then the reasoning scores."""
-    from dt_eval.devtools.synth_audio import make_fake_benchmark
+    from dt_eval.testing.synth_audio import make_fake_benchmark
 
     bench = make_fake_benchmark(tmp_path / "b", "mmar", 4, seed=1)
     run = tmp_path / "run"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dt_eval.cot import rubrics
-from dt_eval.cot.judge import JudgeParseError
+from dt_eval.reasoning import rubrics
+from dt_eval.reasoning.judge import JudgeParseError
 from dt_eval.scoring.official import mcq_match
 
 from .paths import MMAR_META
@@ -177,7 +177,7 @@ def test_rescore_prints_what_the_official_script_prints(official_script, tmp_pat
     from typer.testing import CliRunner
 
     from dt_eval.cli import app
-    from dt_eval.export import export_run
+    from dt_eval.storage.export import export_run
 
     from .test_cot_support import FakeJudge, make_run_dir
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dt_eval.cot import consistency, evaluator, format as fmt, hybrid, rubrics
-from dt_eval.cot.judge import JudgeOutcome, JudgeParseError, extract_json_object
-from dt_eval.cot.templates import load_prompt
-from dt_eval.cot.types import CotInput, CotScore
+from dt_eval.reasoning import consistency, evaluator, format as fmt, hybrid, rubrics
+from dt_eval.reasoning.judge import JudgeOutcome, JudgeParseError, extract_json_object
+from dt_eval.reasoning.templates import load_prompt
+from dt_eval.reasoning.types import CotInput, CotScore
 
 from .test_cot_support import StubEmbedder
 

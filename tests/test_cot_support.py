@@ -1,7 +1,7 @@
 """Shared helpers of the tests/test_cot_*.py files (a fake judge on the fault server, stub
 embedder, run-directory builder), plus checks of the helpers themselves.
 
-FakeJudge answers the four judge prompts of dt_eval.cot with valid JSON unless told otherwise:
+FakeJudge answers the four judge prompts of dt_eval.reasoning with valid JSON unless told otherwise:
 markers in the request text steer it -- `[[dims=a,b,c,d]]` (evaluator scores),
 `[[supports=false]]`, `[[rubric=1,0,1,1,0]]`, and the fault server's tag
 `[[id=X faults=a,b,...]]`, whose attempt counter is kept per (X, prompt kind) here, with two
@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dt_eval.cot.types import CotInput, CotScore
+from dt_eval.reasoning.types import CotInput, CotScore
 
 from .fault_server import _TAG_RE, FaultServer, request_text
 
@@ -142,10 +142,11 @@ def make_run_dir(run: Path, n: int = 6, task: str = "mmar", outputs: list[tuple[
     by default even items are answered correctly (with the option text) and odd ones wrongly.
     `records`: benchmark records to use instead of synthetic ones."""
     from dt_eval.backends.base import Generation
-    from dt_eval.records import Item
-    from dt_eval.rundir import write_json_atomic
-    from dt_eval.runner import compute_results, make_sample_record
-    from dt_eval.taskconfig import load_task
+    from dt_eval.types import Item
+    from dt_eval.storage.rundir import write_json_atomic
+    from dt_eval.scoring.aggregate import compute_results
+    from dt_eval.pipeline.records import make_sample_record
+    from dt_eval.tasks.config import load_task
 
     from .synthetic_meta import mmar_records, mmau_records
 
@@ -178,7 +179,7 @@ def make_run_dir(run: Path, n: int = 6, task: str = "mmar", outputs: list[tuple[
 
 
 def test_fake_replies_parse_with_the_real_parsers():
-    from dt_eval.cot import consistency, evaluator, rubrics
+    from dt_eval.reasoning import consistency, evaluator, rubrics
 
     rubric = [{"name": f"C{k}", "scoring_point": "p", "choices": [0, 1]} for k in range(5)]
     prompt = rubrics.build_user_prompt("q", "a", "t", "r [[rubric=1,0,1,1,0]]", "a", rubric)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dt_eval.audio import load_audio
-from dt_eval.data import DataError, item_from_record, load_task_data
-from dt_eval.taskconfig import load_task
+from dt_eval.pipeline.audio import load_audio
+from dt_eval.tasks.data import DataError, item_from_record, load_task_data
+from dt_eval.tasks.config import load_task
 
 from .synthetic_meta import mmsu_records
 

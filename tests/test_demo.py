@@ -5,7 +5,7 @@ Fast tests: the SSE client against an in-process fake stream (server-split reaso
 ``dt-eval --help`` imports neither gradio nor torch.
 
 Slow tests (``-m slow``): the demo launched in-process against a REAL backend -- a
-``python -m dt_eval.hfserver`` subprocess serving the deterministic tiny Qwen2-Audio -- driven
+``python -m dt_eval.serving.hfserver`` subprocess serving the deterministic tiny Qwen2-Audio -- driven
 with gradio_client: reasoning streams into a pending "Thinking" message before the answer, the
 final answer and reasoning equal what the server returns directly for the same clip, bad inputs
 get chat messages, ``--auth`` is enforced, only uploads and examples are served, and
@@ -144,8 +144,8 @@ def test_demo_coalesces_a_fast_stream(tmp_path):
     pytest.importorskip("gradio")
     from aiohttp import web
 
-    from dt_eval.demo import build_demo
-    from dt_eval.devtools.synth_audio import sweep, write_wav
+    from dt_eval.apps.demo.app import build_demo
+    from dt_eval.testing.synth_audio import sweep, write_wav
 
     clip = write_wav(tmp_path / "rising.wav", sweep("rising", 1.0))
     words = [f"w{i} " for i in range(120)]
@@ -178,7 +178,7 @@ def test_demo_coalesces_a_fast_stream(tmp_path):
 
 
 def test_options_auth_and_settings():
-    from dt_eval.demo import DemoError, InputProblem, model_settings, parse_auth, parse_options, render_question
+    from dt_eval.apps.demo.app import DemoError, InputProblem, model_settings, parse_auth, parse_options, render_question
 
     assert parse_options(" rising \n\nfalling\n") == ["rising", "falling"]
     assert render_question("Up or down?", ["rising", "falling"]) == "Up or down?\nChoices:\n(A) rising\n(B) falling"
@@ -201,7 +201,7 @@ def test_options_auth_and_settings():
 def test_examples_are_generated_once(tmp_path):
     import soundfile as sf
 
-    from dt_eval.demo import ensure_examples
+    from dt_eval.apps.demo.app import ensure_examples
 
     ex = ensure_examples(tmp_path)
     names = {e.name for e in ex}
@@ -239,7 +239,7 @@ def _wav_bytes(audio: np.ndarray, sr: int = 16000) -> bytes:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
-    from dt_eval.devtools.synth_audio import sweep
+    from dt_eval.testing.synth_audio import sweep
 
     d = tmp_path_factory.mktemp("clips")
     out = {
@@ -276,7 +276,7 @@ def examples_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_url(backend, examples_dir):
-    from dt_eval.demo import build_demo, launch
+    from dt_eval.apps.demo.app import build_demo, launch
 
     demo = build_demo(backend, NAME, window_s=None, examples=examples_dir)  # window from the preset
     _, url, _ = launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
@@ -303,7 +303,7 @@ def _direct(base_url: str, clip: Path, options: list[str] = ()) -> dict:
     Same question text as the demo sends (options as "(A) ...", then the tiny preset's prompted
     thinking instruction); the clip goes as the original file bytes.
     """
-    from dt_eval.presets import load_preset
+    from dt_eval.tasks.presets import load_preset
 
     text = QUESTION
     if options:
@@ -329,7 +329,7 @@ def _answers(msgs: list) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("direction", ["rising", "falling"])
 def test_demo_streams_reasoning_then_the_backends_answer(demo_url, backend, clips, direction):
-    from dt_eval.devtools.tiny_qwen2audio import TARGET_PARTS
+    from dt_eval.testing.tiny_qwen2audio import TARGET_PARTS
 
     updates, final = _ask(demo_url, clips[direction], options="rising\nfalling")
     ref = _direct(backend, clips[direction], ["rising", "falling"])
@@ -380,7 +380,7 @@ def test_demo_bad_inputs_get_chat_messages(demo_url, clips):
 
 @pytest.mark.slow
 def test_demo_reports_a_server_that_is_down(clips, examples_dir):
-    from dt_eval.demo import build_demo, launch
+    from dt_eval.apps.demo.app import build_demo, launch
 
     dead = f"http://127.0.0.1:{_free_port()}/v1"
     demo = build_demo(dead, NAME, window_s=None, examples=False)
@@ -411,7 +411,7 @@ def test_demo_follow_up_question_reuses_the_clip(demo_url, clips):
 def test_demo_auth_is_enforced(backend):
     from gradio_client import Client
 
-    from dt_eval.demo import build_demo, launch
+    from dt_eval.apps.demo.app import build_demo, launch
 
     demo = build_demo(backend, NAME, window_s=None, examples=False)
     _, url, _ = launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True, auth=("alice", "s3cret-pw"))
@@ -541,7 +541,7 @@ def test_demo_microphone_in_headless_chromium(demo_url, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(reason=f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    from dt_eval.devtools.synth_audio import sweep, write_wav
+    from dt_eval.testing.synth_audio import sweep, write_wav
 
     mic = write_wav(tmp_path / "mic.wav", sweep("rising", 2.0, sr=44100), 44100)
     args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",

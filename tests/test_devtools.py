@@ -1,4 +1,4 @@
-"""dt_eval.devtools: the tiny offline Qwen2-Audio, synthetic audio and fake benchmarks."""
+"""dt_eval.testing: the tiny offline Qwen2-Audio, synthetic audio and fake benchmarks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dt_eval.devtools import synth_audio as sa
+from dt_eval.testing import synth_audio as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_speech_espeak_is_none_or_a_wav(tmp_path):
 
 
 def test_modules_import_without_torch():
-    code = ("import sys; import dt_eval.devtools.synth_audio, dt_eval.devtools.tiny_qwen2audio; "
+    code = ("import sys; import dt_eval.testing.synth_audio, dt_eval.testing.tiny_qwen2audio; "
             "bad = [m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
@@ -158,7 +158,7 @@ def test_fake_benchmark_is_deterministic(tmp_path):
 
 def test_fake_bench_cli(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "dt_eval.devtools.synth_audio", "fake-bench", str(tmp_path / "m"),
+        [sys.executable, "-m", "dt_eval.testing.synth_audio", "fake-bench", str(tmp_path / "m"),
          "--task", "mmsu", "--n", "3"], cwd=ROOT, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == str(tmp_path / "m")
     assert len(_load_meta(tmp_path / "m", "mmsu")) == 3
@@ -180,7 +180,7 @@ def _load(model_dir):
 def test_tiny_model_config_tokenizer_and_checkpoint(tiny_model_dir):
     from safetensors import safe_open
 
-    from dt_eval.devtools import tiny_qwen2audio as tq
+    from dt_eval.testing import tiny_qwen2audio as tq
 
     model, proc = _load(tiny_model_dir)
     tc, ac = model.config.text_config, model.config.audio_config
@@ -256,7 +256,7 @@ def test_nested_checkpoint_keys_are_renamed(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from dt_eval.devtools.tiny_qwen2audio import check_checkpoint_keys
+    from dt_eval.testing.tiny_qwen2audio import check_checkpoint_keys
 
     save_file({"language_model.model.model.norm.weight": torch.ones(2),
                "language_model.model.lm_head.weight": torch.zeros(2, 2),
@@ -295,7 +295,7 @@ UNSEEN = [
 def test_deterministic_model_follows_the_audio(det_model_dir, direction, kw, question, system):
     import torch
 
-    from dt_eval.devtools.tiny_qwen2audio import EOS_TOKEN, TARGETS
+    from dt_eval.testing.tiny_qwen2audio import EOS_TOKEN, TARGETS
 
     model, proc = _det_model(det_model_dir)
     content = [{"type": "audio", "audio_url": "clip.wav"}]
@@ -323,7 +323,7 @@ def _det_model(model_dir):
 
 
 def test_target_constants():
-    from dt_eval.devtools import tiny_qwen2audio as tq
+    from dt_eval.testing import tiny_qwen2audio as tq
 
     for d, (reasoning, answer) in tq.TARGET_PARTS.items():
         assert tq.TARGETS[d] == f"<think>\n{reasoning}\n</think>\n\n{answer}"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dt_eval.extract import extract
+from dt_eval.pipeline.extract import extract
 
 C = ["Man", "Woman", "Child", "Robot"]
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from dt_eval.extract import extract
+from dt_eval.pipeline.extract import extract
 from dt_eval.scoring.submission import score_records
-from dt_eval.taskconfig import load_task
+from dt_eval.tasks.config import load_task
 
 from .synthetic_meta import mmau_records, mmsu_records
 

@@ -1,4 +1,4 @@
-"""dt_eval.hfserver: a real subprocess server on the deterministic tiny Qwen2-Audio, real HTTP.
+"""dt_eval.serving.hfserver: a real subprocess server on the deterministic tiny Qwen2-Audio, real HTTP.
 
 The deterministic model answers ``<think>\\nThe pitch goes up.\\n</think>\\n\\n(A) rising`` for a
 rising sweep (``... down ... (B) falling`` for a falling one). Like vLLM's qwen3 reasoning
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dt_eval.hfserver import _apply_stop, _stream_parts, split_qwen3
+from dt_eval.serving.hfserver.app import _apply_stop, _stream_parts, split_qwen3
 
 from .servers import hfserver
 
@@ -93,7 +93,7 @@ def test_apply_stop():
 def _wav_b64(direction: str, sr: int = 16000, fmt: str = "WAV", stereo: bool = False) -> str:
     import soundfile as sf
 
-    from dt_eval.devtools.synth_audio import sweep
+    from dt_eval.testing.synth_audio import sweep
 
     audio = sweep(direction, seconds=2.0, sr=sr)
     if stereo:
@@ -110,7 +110,7 @@ def model_dir(det_model_dir) -> Path:  # tests/conftest.py: the deterministic ti
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    """`python -m dt_eval.hfserver` on a free port; yields its base URL (.../v1)."""
+    """`python -m dt_eval.serving.hfserver` on a free port; yields its base URL (.../v1)."""
     log_dir = tmp_path_factory.mktemp("hfserver")
     # the helper asserts a clean exit on SIGTERM
     with hfserver(model_dir, NAME, log_dir, "--batch-wait-ms", "50", "--token-delay", str(TOKEN_DELAY_S)) as url:
@@ -358,7 +358,7 @@ def test_in_process_app_without_reasoning_parser(model_dir):
     from aiohttp.test_utils import TestClient, TestServer
 
     from dt_eval.backends.hf import HFBackend
-    from dt_eval.hfserver import create_app
+    from dt_eval.serving.hfserver.app import create_app
 
     backend = HFBackend(str(model_dir), batch_size=4, device="cpu")
 

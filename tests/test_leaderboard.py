@@ -23,15 +23,15 @@ import yaml
 
 from dt_eval.backends.base import Generation
 from dt_eval.backends.openai_compat import OpenAIBackend
-from dt_eval.data import load_task_data
-from dt_eval.leaderboard.build import build_leaderboard, file_sha256
-from dt_eval.leaderboard.published import PublishedError, load_published, normalise_model_name
-from dt_eval.leaderboard.render import write_all
-from dt_eval.leaderboard.verify import verify
-from dt_eval.prompts import PromptSettings
-from dt_eval.rundir import RunDir
-from dt_eval.runner import make_sample_record
-from dt_eval.taskconfig import load_task
+from dt_eval.tasks.data import load_task_data
+from dt_eval.reporting.leaderboard.build import build_leaderboard, file_sha256
+from dt_eval.reporting.leaderboard.published import PublishedError, load_published, normalise_model_name
+from dt_eval.reporting.leaderboard.render import write_all
+from dt_eval.reporting.leaderboard.verify import verify
+from dt_eval.tasks.prompts import PromptSettings
+from dt_eval.storage.rundir import RunDir
+from dt_eval.pipeline.records import make_sample_record
+from dt_eval.tasks.config import load_task
 
 from .paths import REPO
 from .synthetic_meta import mmar_records, mmau_records
@@ -208,7 +208,7 @@ def test_json_rows_recompute_the_runs(fake_board):
     assert ma["samples_sha256"] == file_sha256(a / "samples.jsonl") and ma["run_dir_rel"] == "../runs/run-a"
     assert mb["name"] == "my-rl-model" and mb["settings"]["thinking"] == "off"
     # the numbers are the ones `dt-eval report` recomputes
-    from dt_eval.report import load_run_results
+    from dt_eval.reporting.tables import load_run_results
 
     rep = load_run_results(a)["tasks"]
     assert ma["tasks"]["mmau"]["accuracy"]["mean"] == pytest.approx(rep["mmau"]["accuracy_mean"])
@@ -497,7 +497,7 @@ def test_help_does_not_import_matplotlib():
     code = ("import sys; from typer.testing import CliRunner; from dt_eval.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
             "r = CliRunner().invoke(app, ['leaderboard', '--help']); assert 'build' in r.output; "
-            "print(sorted(m for m in ('matplotlib', 'dt_eval.leaderboard.render', 'torch') if m in sys.modules))")
+            "print(sorted(m for m in ('matplotlib', 'dt_eval.reporting.leaderboard.render', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -518,7 +518,7 @@ def tiny_model(request):
     try:
         return request.getfixturevalue("det_model_dir")
     except pytest.FixtureLookupError:
-        from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+        from dt_eval.testing.tiny_qwen2audio import cached_tiny_model
 
         return cached_tiny_model(deterministic=True)
 
@@ -526,7 +526,7 @@ def tiny_model(request):
 @pytest.fixture(scope="module")
 def real_board(tiny_model, tmp_path_factory):
     """Two real runs with different settings, and the leaderboard built by the CLI."""
-    from dt_eval.devtools.synth_audio import make_fake_benchmark
+    from dt_eval.testing.synth_audio import make_fake_benchmark
 
     root = tmp_path_factory.mktemp("lbreal")
     mmau = make_fake_benchmark(root / "bench" / "mmau", "mmau", 6, seed=3)
@@ -555,7 +555,7 @@ def real_board(tiny_model, tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_runs_build_and_verify(real_board):
-    from dt_eval.report import load_run_results
+    from dt_eval.reporting.tables import load_run_results
 
     lb, site = real_board["lb"], real_board["site"]
     on, off = lb["measured"]
@@ -585,7 +585,7 @@ def test_real_runs_build_and_verify(real_board):
 def test_real_run_corrupted_sample_fails_verify(real_board, tmp_path):
     shutil.copytree(real_board["runs"], tmp_path / "runs")
     shutil.copytree(real_board["site"], tmp_path / "site")
-    from dt_eval.data import item_from_record
+    from dt_eval.tasks.data import item_from_record
 
     samples = tmp_path / "runs" / "think-on" / "samples.jsonl"
     recs = [json.loads(x) for x in samples.read_text().splitlines()]

@@ -1,7 +1,7 @@
 """lm-eval interop: lm-eval text tasks inside `dt-eval run`, and our audio tasks inside `lm_eval`.
 
 Everything runs real lm-eval (simple_evaluate / the `lm_eval` command) against a real local
-server (`dt_eval.hfserver` on the deterministic tiny Qwen2-Audio).
+server (`dt_eval.serving.hfserver` on the deterministic tiny Qwen2-Audio).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("lm_eval", reason="lm-eval not installed (pip install 'dt-eval[lm-eval]')")
 
 from dt_eval.backends.base import Generation  # noqa: E402
-from dt_eval.lmeval import tasks_path  # noqa: E402
-from dt_eval.lmeval.model import DtAudioLM, answer_only, pack_generation, unpack_generation  # noqa: E402
+from dt_eval.integrations.lmeval import tasks_path  # noqa: E402
+from dt_eval.integrations.lmeval.model import DtAudioLM, answer_only, pack_generation, unpack_generation  # noqa: E402
 
 from .servers import hfserver  # noqa: E402
 
@@ -54,7 +54,7 @@ def _env() -> dict[str, str]:
     ("", "cut off before any answer"),
 ])
 def test_packed_generation_extracts_like_the_original(text, reasoning):
-    from dt_eval.extract import extract
+    from dt_eval.pipeline.extract import extract
 
     packed = pack_generation(text, reasoning)
     t2, r2 = unpack_generation(packed)
@@ -97,9 +97,9 @@ def test_dt_audio_arguments_fail_clearly():
 def test_task_configs_load_render_and_request_audio(task, fake_bench):
     from lm_eval.tasks import TaskManager
 
-    from dt_eval.data import load_task_data
-    from dt_eval.prompts import task_text
-    from dt_eval.taskconfig import load_task
+    from dt_eval.tasks.data import load_task_data
+    from dt_eval.tasks.prompts import task_text
+    from dt_eval.tasks.config import load_task
 
     bench = fake_bench(task, n=4)
     tm = TaskManager(include_path=str(tasks_path()), metadata={"data_dir": str(bench)})
@@ -147,7 +147,7 @@ def test_run_rejects_an_unknown_lm_eval_task_before_inference(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Real server: the tiny audio model behind dt_eval.hfserver
+# Real server: the tiny audio model behind dt_eval.serving.hfserver
 
 TEXT_TASK = """task: pitch_words
 dataset_path: json

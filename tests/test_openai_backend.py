@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fault_server import FaultServer  # noqa: E402
 
 from dt_eval.backends.base import AudioInput, GenerationRequest, SamplingConfig  # noqa: E402
-from dt_eval.audio import wav_base64  # noqa: E402
+from dt_eval.pipeline.audio import wav_base64  # noqa: E402
 from dt_eval.backends.openai_compat import OpenAIBackend  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dt_eval import presets as P
-from dt_eval.presets import (
+from dt_eval.tasks import presets as P
+from dt_eval.tasks.presets import (
     Preset,
     UnknownPresetError,
     detect_preset,
@@ -169,11 +169,13 @@ def test_family_must_match_file_name(tmp_path: Path, monkeypatch):
 
 def test_bundled_dir_used_when_repo_dir_missing(tmp_path: Path, monkeypatch):
     # an installed wheel has only dt_eval/_bundled/serve/presets
+    from dt_eval.util import resources
+
     fake_pkg = tmp_path / "site" / "dt_eval"
     bundled = fake_pkg / "_bundled" / "serve" / "presets"
     bundled.mkdir(parents=True)
     (bundled / "qwen2-audio.yaml").write_text((REPO_PRESETS / "qwen2-audio.yaml").read_text())
-    monkeypatch.setattr(P, "__file__", str(fake_pkg / "presets.py"))
+    monkeypatch.setattr(resources, "PACKAGE_DIR", fake_pkg)
     P._registry.cache_clear()
     try:
         assert P.preset_dirs() == [bundled]

@@ -4,7 +4,7 @@ Model: the tiny Qwen2-Audio built offline, briefly fine-tuned to write the reaso
 answering rising/falling at chance (trained_recipe.synth; cached). Data: synthetic rising/falling
 sweep MCQs with reference chains. Judge: real HTTP servers on 127.0.0.1 -- the fault-injecting
 fake judge of the cot tests (valid verdicts, or injected failures), and SmolLM2-135M served by
-dt_eval.hfserver when its package is installed. Embedder: the real all-MiniLM-L6-v2.
+dt_eval.serving.hfserver when its package is installed. Embedder: the real all-MiniLM-L6-v2.
 
 Stage 1 (acc + fmt + con + gated hybrid sim) for a few steps, then stage 2 from its checkpoint
 (acc + gated LLM sim; hard cases from rollouts): finite loss, non-zero gradients, every reward
@@ -101,7 +101,7 @@ def pipeline(fmt_model, data, tmp_path_factory):
         out["time1"] = time.monotonic() - t0
         out["kinds1"] = srv.by_kind()
 
-        import dt_eval.cot.embedding as emb
+        import dt_eval.reasoning.embedding as emb
 
         def no_embedder(*a, **k):
             raise AssertionError("stage 2 must not build an embedder")
@@ -196,7 +196,7 @@ def test_checkpoint_round_trips(pipeline, data):
 
 
 def test_dt_eval_run_evaluates_the_checkpoint(pipeline, tmp_path):
-    from dt_eval.devtools.synth_audio import make_fake_benchmark
+    from dt_eval.testing.synth_audio import make_fake_benchmark
 
     bench = make_fake_benchmark(tmp_path / "mmau", "mmau", 4, seed=2)
     out = tmp_path / "eval"

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # tiny torch model
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from dt_eval.devtools.tiny_qwen2audio import build_tiny_model
+    from dt_eval.testing.tiny_qwen2audio import build_tiny_model
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("audio")

@@ -220,9 +220,9 @@ def test_accuracy_is_the_tasks_own_rule_as_in_a_dt_eval_run():
     """R_acc = what `dt-eval run` records as `correct` for a sample of that task: MMSU's letter rule
     differs from the MMAU/MMAR token match (an answer that names no option is wrong in MMSU)."""
     from dt_eval.backends.base import Generation
-    from dt_eval.records import Item
-    from dt_eval.runner import make_sample_record
-    from dt_eval.taskconfig import load_task
+    from dt_eval.types import Item
+    from dt_eval.pipeline.records import make_sample_record
+    from dt_eval.tasks.config import load_task
 
     from .synthetic_meta import mmar_records, mmsu_records
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dt_eval.devtools.synth_audio import make_fake_benchmark
+from dt_eval.testing.synth_audio import make_fake_benchmark
 
 from .fault_server import FaultServer
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dt_eval.devtools.synth_audio import make_fake_benchmark, sweep
+from dt_eval.testing.synth_audio import make_fake_benchmark, sweep
 
 pytestmark = pytest.mark.slow
 

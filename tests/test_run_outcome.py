@@ -21,7 +21,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from dt_eval.cli import EXIT_SAMPLE_ERRORS, app
-from dt_eval.devtools.synth_audio import make_fake_benchmark
+from dt_eval.testing.synth_audio import make_fake_benchmark
 
 from .fault_server import FaultServer
 from .paths import REPO

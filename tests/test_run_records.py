@@ -10,11 +10,13 @@ import time
 
 import pytest
 
-import dt_eval.runner as runner_mod
+import dt_eval.pipeline.records as records_mod
+import dt_eval.pipeline.runner as runner_mod
 from dt_eval.backends.openai_compat import OpenAIBackend
-from dt_eval.data import DataError
-from dt_eval.report import print_results
-from dt_eval.runner import Runner, RunOptions
+from dt_eval.tasks.data import DataError
+from dt_eval.reporting.tables import print_results
+from dt_eval.pipeline.runner import Runner
+from dt_eval.config import RunOptions
 
 from .fault_server import FaultServer
 
@@ -54,7 +56,7 @@ def test_slow_record_building_does_not_turn_other_requests_into_timeouts(tmp_pat
         f = run / "samples.jsonl"
         return f.exists() and len(f.read_bytes().splitlines()) >= n - 1
 
-    real, lock, state = runner_mod.task_extract, threading.Lock(), {"slow": None}
+    real, lock, state = records_mod.task_extract, threading.Lock(), {"slow": None}
 
     def slow_extract(*args, **kw):
         # The first record to be built is slow (a pathological output): it stays busy until the
@@ -69,7 +71,7 @@ def test_slow_record_building_does_not_turn_other_requests_into_timeouts(tmp_pat
             state["slow"] = "others finished meanwhile" if others_written() else "waited out"
         return real(*args, **kw)
 
-    monkeypatch.setattr(runner_mod, "task_extract", slow_extract)
+    monkeypatch.setattr(records_mod, "task_extract", slow_extract)
     with FaultServer() as srv:
         run_once(bench, run, srv, timeout_s=timeout_s)
     got = samples(run)
@@ -89,7 +91,7 @@ def test_a_failure_in_one_item_is_that_samples_error_record(tmp_path, fake_bench
 
     recs = edit_meta(bench, edit)
     ids = [r["id"] for r in recs]
-    real_build, real_score, real_load = runner_mod.build_messages, runner_mod.score_one, runner_mod.load_task_data
+    real_build, real_score, real_load = runner_mod.build_messages, records_mod.score_one, runner_mod.load_task_data
 
     def build(cfg, item, settings):
         if item.id == ids[1]:
@@ -106,8 +108,9 @@ def test_a_failure_in_one_item_is_that_samples_error_record(tmp_path, fake_bench
         lt.items[3].raw["recorded"] = datetime.datetime(2024, 5, 1, 12, 0)
         return lt
 
-    monkeypatch.setattr(runner_mod, "build_messages", build)
-    monkeypatch.setattr(runner_mod, "score_one", score)
+    monkeypatch.setattr(runner_mod, "build_messages", build)  # the request
+    monkeypatch.setattr(records_mod, "build_messages", build)  # the record's prompt text
+    monkeypatch.setattr(records_mod, "score_one", score)
     monkeypatch.setattr(runner_mod, "load_task_data", load)
     run = tmp_path / "run"
     with FaultServer() as srv:

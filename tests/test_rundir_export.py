@@ -6,13 +6,14 @@ import random
 import pytest
 
 from dt_eval.backends.base import Generation
-from dt_eval.data import load_task_data
-from dt_eval.export import export_run
-from dt_eval.prompts import PromptSettings
-from dt_eval.rundir import RunDir, latest_by_key, read_samples
-from dt_eval.runner import compute_results, make_sample_record
+from dt_eval.tasks.data import load_task_data
+from dt_eval.storage.export import export_run
+from dt_eval.tasks.prompts import PromptSettings
+from dt_eval.storage.rundir import RunDir, latest_by_key, read_samples
+from dt_eval.scoring.aggregate import compute_results
+from dt_eval.pipeline.records import make_sample_record
 from dt_eval.scoring.submission import read_prediction_file, score_records
-from dt_eval.taskconfig import load_task
+from dt_eval.tasks.config import load_task
 
 from .reference_scoring import OfficialScriptCrash, ref_load_submission, ref_mcq_report, ref_mmsu_report
 from .synthetic_meta import mmar_records, mmau_records, mmsu_records
@@ -52,7 +53,7 @@ def test_records_with_any_string_are_written_and_read_back(tmp_path):
 
 
 def test_append_after_close_is_refused(tmp_path):
-    from dt_eval.rundir import RunDirError
+    from dt_eval.storage.rundir import RunDirError
 
     rd = RunDir(tmp_path)
     rd.open()
@@ -62,8 +63,8 @@ def test_append_after_close_is_refused(tmp_path):
 
 
 def test_a_line_that_is_not_a_sample_record_is_a_clear_error(tmp_path, fake_bench, capsys):
-    from dt_eval.report import ReportError, load_run_results
-    from dt_eval.rundir import SamplesError
+    from dt_eval.reporting.tables import ReportError, load_run_results
+    from dt_eval.storage.rundir import SamplesError
 
     with RunDir(tmp_path) as rd:
         rd.append([_rec(0), _rec(1)])
@@ -85,7 +86,7 @@ def test_a_line_that_is_not_a_sample_record_is_a_clear_error(tmp_path, fake_benc
 
 
 def test_run_dir_lock(tmp_path):
-    from dt_eval.rundir import RunDirError
+    from dt_eval.storage.rundir import RunDirError
 
     with RunDir(tmp_path):
         with pytest.raises(RunDirError, match="in use"):
@@ -164,7 +165,7 @@ def test_exported_files_score_identically_with_the_official_rules(tmp_path, task
 def test_ambiguous_letters_score_wrong_and_are_counted(tmp_path):
     """A bare letter that is both a label and another option's text is `ambiguous`: scored wrong
     in the run, counted beside unparsed, shown in the summary table, exported as no answer."""
-    from dt_eval.report import summary_rows
+    from dt_eval.reporting.tables import summary_rows
 
     recs = mmau_records(5, 1)
     for r in recs:  # label C is 'Cm7b5', the chord 'C' is option A and the answer
@@ -210,7 +211,7 @@ def test_mmsu_export_matches_official_output_schema(tmp_path):
 
 
 def test_export_errors(tmp_path):
-    from dt_eval.export import ExportError
+    from dt_eval.storage.export import ExportError
 
     run, _ = _fake_run(tmp_path, "mmau", mmau_records(5))
     with pytest.raises(ExportError, match="no rubrics export"):
@@ -248,7 +249,7 @@ def fake_runs(tmp_path_factory):
 def test_every_export_loads_with_the_official_reader(fake_runs, tmp_path, task, fmt, suffix, answers):
     """The file's layout follows its name the way the official script's loader does; a name the
     loader cannot read is refused with the name to use; what it loads scores dt-eval's numbers."""
-    from dt_eval.export import ExportError
+    from dt_eval.storage.export import ExportError
 
     script, refused = _READERS[(task, fmt)]
     run, results = fake_runs[task]

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import pytest
 
 from dt_eval.scoring.submission import SubmissionError, read_prediction_file, score_records
-from dt_eval.taskconfig import load_task
+from dt_eval.tasks.config import load_task
 
 from .adversarial import build_prediction_file
 from .paths import MMAR_META, MMAR_META_V1, MMAU_META, MMAU_META_OLD, need
@@ -90,7 +90,7 @@ def test_real_items_are_ambiguous_only_where_a_letter_is_also_an_option_text(pat
     """On the real metadata, extraction calls an answer ambiguous only on items where a label
     letter is also another option's whole text (MMAU's chord and letter-name items), and there
     a bare clashing letter always is."""
-    from dt_eval.extract import extract
+    from dt_eval.pipeline.extract import extract
 
     from .adversarial import adversarial_predictions
 
@@ -106,7 +106,7 @@ def test_real_items_are_ambiguous_only_where_a_letter_is_also_an_option_text(pat
 
 def test_real_quirks_load(tmp_path):
     """The loader copes with the real files' quirks (list categories, duplicate choices, ...)."""
-    from dt_eval.data import load_task_data
+    from dt_eval.tasks.data import load_task_data
 
     mmau = need(MMAU_META)
     lt = load_task_data(load_task("mmau"), mmau.parent)

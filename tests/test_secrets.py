@@ -13,15 +13,14 @@ import base64
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from dt_eval.backends.base import GenerationRequest, SamplingConfig
 from dt_eval.backends.openai_compat import OpenAIBackend
 from dt_eval.backends.openai_stream import StreamError, fetch_models, stream_chat
-from dt_eval.cot.judge import JudgeCall, JudgeClient, JudgeConfig
-from dt_eval.redact import redact_argv, redact_text, redact_url, split_credentials
+from dt_eval.reasoning.judge import JudgeCall, JudgeClient, JudgeConfig
+from dt_eval.util.redact import redact_argv, redact_text, redact_url, split_credentials
 
 from .fault_server import FaultServer
 from .paths import REPO

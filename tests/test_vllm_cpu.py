@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dt_eval.devtools.synth_audio import make_fake_benchmark
+from dt_eval.testing.synth_audio import make_fake_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PY = Path(os.environ.get("DT_EVAL_VLLM_PYTHON", REPO / ".venv-vllm/bin/python"))

@@ -110,7 +110,7 @@ class RewardConfig(_Strict):
     components: list[str] | None = None  # default: stage 1 acc,fmt,con,sim; stage 2 acc,sim
     weights: dict[str, float] = Field(default_factory=dict)  # default 1.0 each
     hybrid_w: float = Field(0.5, ge=0, le=1)  # stage-1 sim = w * LLM + (1 - w) * embedding
-    # dt_eval.cot.format styles: reasoning (the paper's <reasoning>...</reasoning> answer; the stage
+    # dt_eval.reasoning.format styles: reasoning (the paper's <reasoning>...</reasoning> answer; the stage
     # configs), think, think_answer, split, any (all of them; the default here)
     format_style: str = "any"
     open_tag_in_prompt: bool = False
@@ -124,7 +124,7 @@ class RewardConfig(_Strict):
     @field_validator("format_style")
     @classmethod
     def _style(cls, v: str) -> str:
-        from dt_eval.cot.format import STYLES
+        from dt_eval.reasoning.format import STYLES
 
         if v not in STYLES:
             raise ValueError(f"format_style must be one of {', '.join(STYLES)}, got {v!r}")

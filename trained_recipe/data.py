@@ -142,7 +142,7 @@ def load_items(path: str | Path, audio_root: str | Path | None = None, reference
     if not items:
         raise DataError(f"{path}: no items")
     if references:
-        from dt_eval.cot.refs import load_references
+        from dt_eval.reasoning.refs import load_references
 
         refs = load_references(references)
         for it in items:
@@ -199,7 +199,7 @@ def make_synthetic_task(out_dir: str | Path, n: int, seed: int = 0, name: str = 
     import numpy as np
     import soundfile as sf
 
-    from dt_eval.devtools.synth_audio import sweep
+    from dt_eval.testing.synth_audio import sweep
 
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)

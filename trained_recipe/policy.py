@@ -40,8 +40,8 @@ def _model_class(path: str) -> Any:
 
 
 def load_audio_array(path: str, rate: int, max_seconds: float | None) -> np.ndarray:
-    from dt_eval.audio import load_audio
-    from dt_eval.records import AudioRef
+    from dt_eval.pipeline.audio import load_audio
+    from dt_eval.types import AudioRef
 
     return load_audio(AudioRef(path=path), target_rate=rate, window_s=max_seconds).audio.array
 

@@ -4,13 +4,13 @@ Components (each in [0, 1]):
 
 - ``acc``  R_acc: the task-aware answer extraction and official scorer of a dt-eval task
   (``reward.task``; :func:`dt_eval.scoring.submission.task_extract`, ``extracted_prediction`` and
-  :func:`dt_eval.aggregate.score_one`) -- exactly how a ``dt-eval run`` sample of that task gets
+  :func:`dt_eval.scoring.aggregate.score_one`) -- exactly how a ``dt-eval run`` sample of that task gets
   ``correct``: MMAU/MMAR's token match, or MMSU's letter rule (an answer that names no option is
   wrong; one MMSU's scorer would skip scores 0 here).
-- ``fmt``  R_fmt: :mod:`dt_eval.cot.format` (one reasoning block, then a non-empty answer).
-- ``con``  R_con: :mod:`dt_eval.cot.consistency` (LLM judge: does the reasoning support the answer).
-- ``sim``  stage 1: :mod:`dt_eval.cot.hybrid` stage 1 = R_acc * (w * R_sim^LLM + (1 - w) * R_sim^emb);
-           stage 2: :mod:`dt_eval.cot.hybrid` stage 2 = R_acc * R_sim^LLM (no embedding term, and no
+- ``fmt``  R_fmt: :mod:`dt_eval.reasoning.format` (one reasoning block, then a non-empty answer).
+- ``con``  R_con: :mod:`dt_eval.reasoning.consistency` (LLM judge: does the reasoning support the answer).
+- ``sim``  stage 1: :mod:`dt_eval.reasoning.hybrid` stage 1 = R_acc * (w * R_sim^LLM + (1 - w) * R_sim^emb);
+           stage 2: :mod:`dt_eval.reasoning.hybrid` stage 2 = R_acc * R_sim^LLM (no embedding term, and no
            embedder is ever built). A correct answer with an empty reasoning block scores 0 without
            a judge call.
 
@@ -31,13 +31,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dt_eval.cot import consistency as _consistency
-from dt_eval.cot import format as _format
-from dt_eval.cot import hybrid as _hybrid
-from dt_eval.aggregate import score_one
-from dt_eval.cot.types import CotInput
+from dt_eval.reasoning import consistency as _consistency
+from dt_eval.reasoning import format as _format
+from dt_eval.reasoning import hybrid as _hybrid
+from dt_eval.scoring.aggregate import score_one
+from dt_eval.reasoning.types import CotInput
 from dt_eval.scoring.submission import extracted_prediction, task_extract
-from dt_eval.taskconfig import TaskConfig, UnknownTaskError, load_task
+from dt_eval.tasks.config import TaskConfig, UnknownTaskError, load_task
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class RecipeReward:
         self.task = task
         acc_task(task, labels)  # an unknown task or unusable labels fail here, not mid-training
         self._judge = judge
-        self._judge_config = judge_config  # dt_eval.cot.judge.JudgeConfig
+        self._judge_config = judge_config  # dt_eval.reasoning.judge.JudgeConfig
         self._embedder = embedder
         self._embedder_name = embedder_name
         self._loop: _LoopThread | None = None
@@ -155,14 +155,14 @@ class RecipeReward:
 
     def embedder(self) -> Any:
         if self._embedder is None:
-            from dt_eval.cot.embedding import Embedder
+            from dt_eval.reasoning.embedding import Embedder
 
             self._embedder = Embedder(self._embedder_name)
         return self._embedder
 
     async def _get_judge(self) -> Any:
         if self._judge is None and self._judge_config is not None:
-            from dt_eval.cot.judge import JudgeClient
+            from dt_eval.reasoning.judge import JudgeClient
 
             self._judge = JudgeClient(self._judge_config)
         return self._judge
@@ -273,8 +273,8 @@ class RecipeReward:
 
 
 def judge_config_from(settings: Any, output_dir: str | Path | None = None) -> Any:
-    """dt_eval.cot.judge.JudgeConfig from the recipe's `reward.judge` settings (None without a URL)."""
-    from dt_eval.cot.judge import JudgeConfig
+    """dt_eval.reasoning.judge.JudgeConfig from the recipe's `reward.judge` settings (None without a URL)."""
+    from dt_eval.reasoning.judge import JudgeConfig
 
     if not settings.url:
         return None

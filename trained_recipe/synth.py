@@ -1,7 +1,7 @@
 """A tiny audio LM that has the output format but does not listen -- the starting point of the
 CPU smoke test and of benchmarks/recipe_learning.py.
 
-:func:`build_format_model` takes the random tiny Qwen2-Audio (dt_eval.devtools.tiny_qwen2audio)
+:func:`build_format_model` takes the random tiny Qwen2-Audio (dt_eval.testing.tiny_qwen2audio)
 and fine-tunes it briefly on the recipe's own prompts (rising/falling sweeps), with targets
 
     <think>\nThe pitch goes up.\n</think>\n\n(A) rising      or
@@ -43,7 +43,7 @@ def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: 
     import numpy as np
     import torch
 
-    from dt_eval.devtools.tiny_qwen2audio import EOS_TOKEN, build_tiny_model
+    from dt_eval.testing.tiny_qwen2audio import EOS_TOKEN, build_tiny_model
 
     from . import audio_window
     from .config import PromptConfig
@@ -55,7 +55,7 @@ def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: 
         if base not in ("listener", "random"):
             raise ValueError(f"base must be 'listener' or 'random', got {base!r}")
         if base == "listener":
-            from dt_eval.devtools.tiny_qwen2audio import cached_tiny_model
+            from dt_eval.testing.tiny_qwen2audio import cached_tiny_model
 
             src = cached_tiny_model(deterministic=True)
         else:
@@ -113,7 +113,7 @@ def _cache_key() -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
     for mod in ("data.py",):  # the prompts and the synthetic task
         h.update((Path(__file__).parent / mod).read_bytes())
-    import dt_eval.devtools.tiny_qwen2audio as tq
+    import dt_eval.testing.tiny_qwen2audio as tq
 
     h.update(Path(tq.__file__).read_bytes())
     for pkg in ("transformers", "torch"):
@@ -141,7 +141,7 @@ def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "
                         freeze_audio: bool = False) -> Path:
     """The format-but-not-listening tiny model (or a partial listener with `listen_prob` > 0.5),
     built on first use (~1 min on 2 cores)."""
-    from dt_eval.devtools.tiny_qwen2audio import cache_root
+    from dt_eval.testing.tiny_qwen2audio import cache_root
 
     tag = "" if (listen_prob, steps, base, lr) == (0.5, 80, "random", 3e-3) else f"-q{listen_prob:g}-s{steps}-{base}-lr{lr:g}"
     tag += "-frozen-audio" if freeze_audio else ""

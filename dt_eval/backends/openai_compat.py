@@ -33,9 +33,14 @@ from typing import Any
 
 import aiohttp
 
-from dt_eval.audio import wav_base64
-from dt_eval.redact import basic_auth_header, redact_text, redact_url, split_credentials
 from dt_eval.backends.base import Generation, GenerationRequest
+from dt_eval.pipeline.audio import wav_base64
+from dt_eval.util.redact import (
+    basic_auth_header,
+    redact_text,
+    redact_url,
+    split_credentials,
+)
 
 try:  # optional: faster JSON when present
     import orjson as _orjson

@@ -4,12 +4,12 @@ A small client for interactive use (the Gradio demo, benchmarks/serve_stream.py)
 ``stream: true``, and a running view of what the model has said so far, split into reasoning and
 answer:
 
-* servers with a reasoning parser (vLLM ``--reasoning-parser``, ``dt_eval.hfserver``) send the
+* servers with a reasoning parser (vLLM ``--reasoning-parser``, ``dt_eval.serving.hfserver``) send the
   thinking as ``delta.reasoning`` (older vLLM: ``delta.reasoning_content``) and the answer as
   ``delta.content``;
 * servers without one send everything as ``delta.content``, with the thinking inside
   ``<think>...</think>``: this client then splits the accumulated text itself
-  (:func:`dt_eval.extract.split_reasoning`), holding back a half-received tag.
+  (:func:`dt_eval.pipeline.extract.split_reasoning`), holding back a half-received tag.
 
 :func:`stream_chat` yields cumulative :class:`StreamUpdate` snapshots (not deltas), so a view can
 simply re-render the latest one and may skip any it has no time for.
@@ -32,9 +32,14 @@ from typing import Any
 
 import aiohttp
 
-from dt_eval.extract import split_reasoning
-from dt_eval.redact import basic_auth_header, redact_text, redact_url, split_credentials
 from dt_eval.backends.openai_compat import _short_server_message
+from dt_eval.pipeline.extract import split_reasoning
+from dt_eval.util.redact import (
+    basic_auth_header,
+    redact_text,
+    redact_url,
+    split_credentials,
+)
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"

@@ -9,7 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
+from dt_eval.backends.base import (
+    Generation,
+    GenerationRequest,
+    LocalBatchedBackend,
+    SamplingConfig,
+)
 from dt_eval.backends.hf import _to_hf_messages
 
 

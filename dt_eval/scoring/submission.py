@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dt_eval.extract import extract
-from dt_eval.records import Extraction
-from dt_eval.taskconfig import TaskConfig
-from dt_eval.scoring.official import MmsuStatus, mcq_match, mmsu_correct, mmsu_read_letter
+from dt_eval.pipeline.extract import extract
+from dt_eval.scoring.official import (
+    MmsuStatus,
+    mcq_match,
+    mmsu_correct,
+    mmsu_read_letter,
+)
 from dt_eval.scoring.tally import Tally
+from dt_eval.tasks.config import TaskConfig
+from dt_eval.types import Extraction
 
 SEPARATOR = "*" * 30
 OFFICIAL_HEADING = "=== official script's rule: the whole prediction string, no extraction (the official number) ==="

@@ -87,7 +87,7 @@ def _settings(kwargs: dict[str, Any], extra_info: dict[str, Any] | None) -> dict
 def _reward(s: dict[str, Any], flavour: str) -> Any:
     """One RecipeReward per settings and calling style (sync calls use the reward's own loop
     thread; async calls use the caller's loop), built once per process."""
-    from dt_eval.cot.judge import JudgeConfig
+    from dt_eval.reasoning.judge import JudgeConfig
 
     from ..rewards import RecipeReward
 

@@ -1,0 +1,3 @@
+from dt_eval.cli import main
+
+main()

@@ -1,0 +1,327 @@
+"""`dt-eval run`: items -> prompts -> backend -> extraction -> scored sample records, resumable.
+
+Resume rule: a (task, item, repeat) key with a record in samples.jsonl is done; records with an
+error are redone only with --retry-errors. Records are appended the moment a generation
+finishes, so a crash loses only in-flight requests, which the next run generates once.
+Extraction, scoring and the append run on worker threads, never on the event loop: a slow
+record must not stall the HTTP client and turn other finished requests into timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dt_eval import __version__
+from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.config import RunOptions
+from dt_eval.pipeline.audio import AudioError, load_audio
+from dt_eval.pipeline.records import make_sample_record
+from dt_eval.scoring.aggregate import compute_results
+from dt_eval.storage.rundir import (
+    RunDir,
+    RunDirError,
+    SamplesError,
+    json_text,
+    latest_by_key,
+)
+from dt_eval.tasks.config import TaskConfig, load_task
+from dt_eval.tasks.data import LoadedTask, load_task_data
+from dt_eval.tasks.prompts import (
+    PromptError,
+    build_messages,
+)
+from dt_eval.types import Item
+from dt_eval.util.redact import redact_argv
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _sample_key(task: str, item_id: str, repeat: int) -> str:
+    return f"{task}/{item_id}/{repeat}"
+
+
+class Runner:
+    def __init__(self, opts: RunOptions, backend: Backend, on_event: Callable[[str], None] | None = None):
+        self.opts = opts
+        self.backend = backend
+        self.say = on_event or (lambda msg: print(msg, file=sys.stderr))
+        self.rundir = RunDir(opts.output)
+        self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
+        self._audio_warned: set[str] = set()  # audio warning kinds already shown on stderr
+        # several workers, so one slow record does not hold up the others' appends
+        self._record_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dt-eval-record")
+
+    # ------------------------------------------------------------ config and resume
+    def _config(self, loaded: dict[str, LoadedTask], previous: dict[str, Any] | None) -> dict[str, Any]:
+        tasks = dict(previous.get("tasks", {})) if previous else {}
+        for name, lt in loaded.items():
+            tasks[name] = lt.to_json() | {"limit": self.opts.limit, "repeats": self.opts.repeats}
+        return {
+            "dt_eval_version": __version__,
+            "git_hash": git_hash(),
+            "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "identity": self.opts.identity(),
+            "backend": self.backend.describe(),
+            "preset": self.opts.preset,
+            "concurrency": self.opts.concurrency,
+            "tasks": tasks,
+            "command": redact_argv(sys.argv),  # no --base-url user:password, no --api-key value
+            "python": platform.python_version(),
+        }
+
+    def _check_resume(self, previous: dict[str, Any], loaded: dict[str, LoadedTask]) -> None:
+        before, now = previous.get("identity", {}), self.opts.identity()
+        diff = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if diff:
+            raise RunError(
+                f"{self.opts.output} holds a run with different settings ({', '.join(diff)} differ); "
+                "use another --output, or rerun with the original settings to resume"
+            )
+        for name, lt in loaded.items():
+            old = previous.get("tasks", {}).get(name)
+            if old and old.get("sha256") != lt.sha256:
+                raise RunError(
+                    f"{name}: the data changed since this run started (metadata sha256 {old['sha256'][:12]}… -> "
+                    f"{lt.sha256[:12]}…); numbers on different files are not comparable: use another --output"
+                )
+
+    # ------------------------------------------------------------ main entry
+    async def run(self) -> dict[str, Any]:
+        from dt_eval.integrations.lmeval import is_lm_eval_task
+
+        opts = self.opts
+        lm_tasks = [name for name in opts.tasks if is_lm_eval_task(name)]
+        configs = {name: load_task(name) for name in opts.tasks if not is_lm_eval_task(name)}
+        loaded: dict[str, LoadedTask] = {}
+        for name, cfg in configs.items():
+            data_dir = opts.data_dirs.get(name) or opts.data_dirs.get("*")
+            lt = load_task_data(cfg, data_dir, limit=opts.limit)
+            for w in lt.warnings:
+                self.say(f"warning: {w}")
+            loaded[name] = lt
+        try:
+            self.rundir.open()
+        except RunDirError as e:
+            raise RunError(str(e)) from None
+        try:
+            previous = self.rundir.read_config()
+            if previous:
+                self._check_resume(previous, loaded)
+            try:
+                records, bad_lines = self.rundir.load_samples()
+            except SamplesError as e:
+                raise RunError(str(e)) from None
+            if bad_lines:
+                self.say(f"note: discarded {len(bad_lines)} torn/corrupt line(s) in samples.jsonl "
+                         f"(line {', '.join(map(str, bad_lines[:10]))}); those samples will be generated again")
+            self.rundir.write_config(self._config(loaded, previous))
+            done = latest_by_key(records)
+            for name, lt in loaded.items():
+                await self._run_task(configs[name], lt, done)
+            for name in lm_tasks:
+                from dt_eval.integrations.lmeval.textrun import run_lm_eval_task
+
+                await run_lm_eval_task(self, name, done)
+            return self.finalize(configs, loaded)
+        finally:
+            # records still being built are finished generations: write them before the file closes
+            # (on Ctrl-C the ones not started yet are dropped, and generated again on resume)
+            self._record_workers.shutdown(wait=True)
+            self.rundir.close()
+            await self.backend.aclose()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def finalize(self, configs: dict[str, TaskConfig], loaded: dict[str, LoadedTask]) -> dict[str, Any]:
+        records, _ = self.rundir.load_samples()
+        latest = latest_by_key(records)
+        results = compute_results(self.rundir.read_config() or {}, latest.values())
+        self.rundir.write_results(results)
+        return results
+
+    # ------------------------------------------------------------ one task
+    def _pending(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, dict[str, Any]]) -> list[tuple[int, Item, int]]:
+        todo = []
+        for r in range(self.opts.repeats):
+            for idx, item in enumerate(lt.items):
+                rec = done.get(_sample_key(cfg.name, item.id, r))
+                if rec is None or (rec.get("error") and self.opts.retry_errors):
+                    todo.append((idx, item, r))
+        return todo
+
+    async def _run_task(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, dict[str, Any]]) -> None:
+        todo = self._pending(cfg, lt, done)
+        total = len(lt.items) * self.opts.repeats
+        if not todo:
+            self.say(f"{cfg.name}: all {total} samples already done")
+            return
+        if len(todo) < total:
+            self.say(f"{cfg.name}: resuming, {total - len(todo)} of {total} samples already done")
+        progress = _Progress(cfg.name, total, total - len(todo), enabled=self.opts.progress)
+        chunk = max(1, int(getattr(self.backend, "preferred_batch", 1)))
+        in_flight = max(1, (2 * max(self.opts.concurrency, chunk)) // chunk)
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one_chunk(part: list[tuple[int, Item, int]]) -> None:
+            try:
+                prepared = await asyncio.gather(*(self._prepare(cfg, idx, item, r) for idx, item, r in part))
+                requests, by_key, writes = [], {}, []
+
+                def finish(idx: int, item: Item, r: int, gen: Generation, warnings: list[str]) -> None:
+                    # started now, awaited below: the backend's stream is drained while records are built
+                    writes.append(asyncio.ensure_future(self._finish(cfg, idx, item, r, gen, warnings, progress)))
+
+                for (idx, item, r), (req, warnings, error) in zip(part, prepared):
+                    key = _sample_key(cfg.name, item.id, r)
+                    if error is not None:
+                        finish(idx, item, r, Generation(key=key, error=error), warnings)
+                        continue
+                    requests.append(req)
+                    by_key[key] = (idx, item, r, warnings)
+                if requests:
+                    async for gen in self.backend.generate(requests):
+                        idx, item, r, warnings = by_key.pop(gen.key)
+                        finish(idx, item, r, gen, warnings)
+                for key, (idx, item, r, warnings) in by_key.items():  # a backend that dropped one
+                    finish(idx, item, r, Generation(key=key, error="backend returned no result"), warnings)
+                await asyncio.gather(*writes)
+            finally:
+                gate.release()
+
+        tasks = []
+        with progress:
+            for start in range(0, len(todo), chunk):
+                await gate.acquire()
+                tasks.append(asyncio.create_task(one_chunk(todo[start:start + chunk])))
+            await asyncio.gather(*tasks)
+
+    async def _prepare(self, cfg: TaskConfig, idx: int, item: Item, repeat: int):
+        """(request, warnings, None), or (None, warnings, error) when this item cannot be asked."""
+        try:
+            return await self._prepare_request(cfg, item, repeat)
+        except Exception as e:  # whatever goes wrong with one item is that sample's error record
+            return None, [], f"bad item: {type(e).__name__}: {e}"
+
+    async def _prepare_request(self, cfg: TaskConfig, item: Item, repeat: int):
+        key = _sample_key(cfg.name, item.id, repeat)
+        if item.data_error:
+            return None, [], f"data: {item.data_error}"
+        try:
+            messages, kwargs = build_messages(cfg, item, self.opts.prompt)
+        except PromptError as e:
+            return None, [], f"bad item: {e}"
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await loop.run_in_executor(
+                self._executor, load_audio, item.audio, self.opts.audio_rate, self.opts.audio_window_s
+            )
+        except AudioError as e:
+            return None, [], f"audio: {e}"
+        except Exception as e:  # an unexpected decoder failure is still one item's problem
+            return None, [], f"audio: {type(e).__name__}: {e}"
+        for kind, text in zip(loaded.warning_kinds, loaded.warnings):  # every one is in the record
+            if kind not in self._audio_warned:
+                self._audio_warned.add(kind)
+                self.say(f"warning: {key}: {text} (shown once; every such clip has it in the `warnings` "
+                         "of its samples.jsonl record)")
+        sampling = SamplingConfig(**{**self.opts.sampling.to_dict()})
+        if sampling.seed is None:
+            sampling.seed = self.opts.seed + repeat
+        else:
+            sampling.seed = sampling.seed + repeat
+        req = GenerationRequest(key=key, messages=messages, audio=[loaded.audio], sampling=sampling,
+                                chat_template_kwargs=kwargs)
+        return req, loaded.warnings, None
+
+    async def _finish(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
+                      warnings: list[str], progress: _Progress) -> None:
+        loop = asyncio.get_running_loop()
+        record = await loop.run_in_executor(self._record_workers, self._write_record,
+                                            cfg, idx, item, repeat, gen, warnings)
+        progress.advance(error=bool(record.get("error")), correct=bool(record.get("correct")))
+
+    def _write_record(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
+                      warnings: list[str]) -> dict[str, Any]:
+        """Build and append one sample record (on a worker thread). A record that cannot be
+        built or encoded becomes that sample's error record; a failing run directory stops the run."""
+        try:
+            record = make_sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
+            self.rundir.append([record])
+        except (RunDirError, OSError):
+            raise
+        except Exception as e:
+            error = f"record: {type(e).__name__}: {e}"
+            record = make_sample_record(cfg, idx, item, repeat, dataclasses.replace(gen, error=error), warnings)
+            # values JSON cannot hold (a parquet column's odd type) are kept as their repr
+            record = json.loads(json_text(record, default=repr))
+            self.rundir.append([record])
+        return record
+
+
+class _Progress:
+    """A rich progress bar: done / total, errors, accuracy so far, throughput and ETA."""
+
+    def __init__(self, task: str, total: int, done: int, enabled: bool = True):
+        self.task, self.total, self.done = task, total, done
+        self.errors = self.correct = self.new = 0
+        self.enabled = enabled
+        self._progress = None
+        self._id = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._id = self._progress.add_task(self.task, total=self.total, completed=self.done, stats="")
+        self._t0 = time.monotonic()
+        return self
+
+    def advance(self, error: bool, correct: bool) -> None:
+        self.done += 1
+        self.new += 1
+        self.errors += int(error)
+        self.correct += int(correct)
+        if self._progress is not None:
+            rate = self.new / max(time.monotonic() - self._t0, 1e-9)
+            stats = f"errors {self.errors} · acc {self.correct / self.new * 100:.1f}% · {rate:.2f}/s"
+            self._progress.update(self._id, completed=self.done, stats=stats)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

@@ -1,0 +1,504 @@
+"""Score the reasoning of a finished run without re-running inference.
+
+`rescore_run(run_dir, cot=[...], judge_url=..., judge_model=..., embedder=...)` reads the run's
+samples.jsonl, builds one `CotInput` per sample, runs the chosen scorers, appends one line per
+(sample key, scorer) to `cot.jsonl` in the run directory (append-only; the last line per key and
+scorer wins), and returns per-task aggregates of the scorers it ran. results.json gets, under
+`results["tasks"][task]["cot"]`, the aggregates of every scorer cot.jsonl holds (so a later
+`--cot rubrics` does not drop an earlier `--cot hybrid`); `dt-eval report` recomputes the same
+from cot.jsonl. Judge replies are cached in SQLite (default
+RUN_DIR/judge_cache.sqlite), so a second rescore makes no judge calls for what was scored;
+embeddings likewise (RUN_DIR/embed_cache.sqlite; the embedding model loads only on a miss).
+
+Scorers (`cot`): hybrid (stage 1: gated 0.5*LLM + 0.5*emb), stage2 (gated LLM only), embedding,
+evaluator (R_sim^LLM alone, ungated), consistency, format, rubrics (MMAR-Rubrics; items
+without a rubric are "not applicable", neither scored nor unscored); "all" = every one.
+Rubrics lines also carry the item's official breakdown fields (`groups`: modality, category,
+sub-category), so the rubrics aggregate holds the official script's totals and per-group tables
+(rubrics.official_lines prints them).
+
+Per-sample inputs: reasoning = the run's `reasoning_text`, prediction = the extracted answer,
+correct = the run's official match on it (a failed generation is a wrong answer with no chain).
+Reference chain: the `references` file (argument, else the task config's `references:`), else
+the item's reference field (MMAR `thinking`). Rubrics always use the item's own `thinking`.
+This module is the integration layer; the scorers themselves never import the run machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
+from dt_eval.reasoning.types import CotInput, CotScore
+
+COT_FILE = "cot.jsonl"
+CACHE_FILE = "judge_cache.sqlite"
+EMBED_CACHE_FILE = "embed_cache.sqlite"
+SCORERS = ("hybrid", "stage2", "embedding", "evaluator", "consistency", "format", "rubrics")
+NEEDS_JUDGE = frozenset({"hybrid", "stage2", "evaluator", "consistency", "rubrics"})
+NEEDS_EMBEDDER = frozenset({"hybrid", "embedding"})
+NOT_APPLICABLE = "not applicable"
+
+
+class RescoreError(RuntimeError):
+    pass
+
+
+def parse_cot(values: str | Sequence[str] | None) -> list[str]:
+    """'hybrid,rubrics' / ['hybrid', 'rubrics'] / 'all' -> validated scorer names, in order."""
+    if values is None:
+        return []
+    parts = [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for p in parts:
+        for name in (x.strip().lower() for x in p.split(",")):
+            if not name:
+                continue
+            names = list(SCORERS) if name == "all" else [name]
+            for n in names:
+                if n not in SCORERS:
+                    raise RescoreError(f"unknown --cot scorer {n!r}; choose from {', '.join(SCORERS)} or all")
+                if n not in out:
+                    out.append(n)
+    return out
+
+
+def check_options(cot: Sequence[str], judge_url: str | Sequence[str] | None) -> list[str]:
+    """Validate before any work is done (e.g. before a long inference run)."""
+    names = parse_cot(cot)
+    need = sorted(set(names) & NEEDS_JUDGE)
+    if need and not judge_url:
+        raise RescoreError(f"--cot {','.join(need)} needs a judge: pass --judge-url (an OpenAI-compatible /v1 URL)")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Samples -> inputs
+
+
+def _task_fields(task: str):
+    from dt_eval.tasks.config import Fields, load_task
+
+    try:
+        cfg = load_task(task)
+        return cfg, cfg.fields
+    except Exception:  # noqa: BLE001 - an unregistered task: the default field names
+        return None, Fields()
+
+
+def _resolve_refs_path(path: str, config: dict[str, Any], task: str) -> Path:
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    source = (config.get("tasks", {}).get(task) or {}).get("source")
+    if source and not str(source).startswith("hub:"):
+        cand = Path(source).parent / p
+        if cand.exists():
+            return cand
+    return p
+
+
+def _references_for(task: str, cfg, references: str | dict[str, str] | None,
+                    config: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
+    from dt_eval.reasoning.refs import load_references
+
+    path = references.get(task) if isinstance(references, dict) else references
+    if path is None and cfg is not None:
+        path = cfg.references
+    if not path:
+        return None, None
+    resolved = _resolve_refs_path(path, config, task)
+    if not resolved.exists():
+        raise RescoreError(f"{task}: reference file {resolved} not found")
+    return load_references(resolved), str(resolved)
+
+
+def sample_input(sample: dict[str, Any], fields, reference: str | None = None,
+                 use_meta_reference: bool = True) -> CotInput:
+    """One CotInput from a samples.jsonl record."""
+    meta = sample.get("meta") or {}
+    if fields.choices and isinstance(meta.get(fields.choices), list):
+        choices = [str(c) for c in meta[fields.choices]]
+    elif fields.choice_columns:
+        choices = [str(meta[c]) for c in fields.choice_columns if meta.get(c) not in (None, "")]
+    else:
+        choices = []
+    if reference is None and use_meta_reference and fields.reference_thinking:
+        reference = meta.get(fields.reference_thinking)
+    ext = sample.get("extracted") or {}
+    error = bool(sample.get("error"))
+    correct = sample.get("correct")
+    return CotInput(
+        id=f"{sample['task']}/{sample['id']}",
+        question=str(meta.get(fields.question) or ""),
+        choices=choices,
+        answer=None if fields.answer is None or meta.get(fields.answer) is None else str(meta.get(fields.answer)),
+        reasoning=None if error else sample.get("reasoning_text"),
+        prediction=None if error else ext.get("answer_text"),
+        correct=False if error else (None if correct is None else bool(correct)),
+        reference=reference,
+        rubric=meta.get("rubric") if isinstance(meta.get("rubric"), list) else None,
+        output=None if error else sample.get("output"),
+        server_reasoning=None if error else sample.get("reasoning"),
+        meta={"key": sample["key"], "task": sample["task"], "item": sample["id"], "repeat": sample.get("repeat", 0)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation (from cot records; shared by rescore and `dt-eval report`)
+
+
+def _mean(xs: list[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None
+
+
+def aggregate_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-task aggregates from cot.jsonl lines (the last line per (key, scorer) wins)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        latest[(r["key"], r["scorer"])] = r
+    by_task: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in latest.values():
+        by_task[r["task"]][r["scorer"]].append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for task, scorers in by_task.items():
+        agg: dict[str, Any] = {"scorers": [s for s in SCORERS if s in scorers]}
+        keys = {r["key"] for rs in scorers.values() for r in rs}
+        agg["samples"] = len(keys)
+        total_unscored = 0
+        calls = 0
+        for name in agg["scorers"]:
+            rs = scorers[name]
+            na = [r for r in rs if (r.get("components") or {}).get(NOT_APPLICABLE)]
+            rs = [r for r in rs if not (r.get("components") or {}).get(NOT_APPLICABLE)]
+            scored = [r for r in rs if r.get("value") is not None]
+            unscored = [r for r in rs if r.get("value") is None]
+            total_unscored += len(unscored)
+            calls += sum(int(r.get("judge_calls") or 0) for r in rs)
+            a: dict[str, Any] = {
+                "mean": _mean([r["value"] for r in scored]),
+                "scored": len(scored),
+                "unscored": len(unscored),
+                "judge_calls": sum(int(r.get("judge_calls") or 0) for r in rs),
+                "cached": sum(1 for r in rs if r.get("cached")),
+                "version": rs[0]["version"] if rs else (na[0]["version"] if na else None),
+            }
+            if unscored:
+                a["unscored_reasons"] = dict(Counter(_reason(r.get("error")) for r in unscored).most_common())
+            comps = [r.get("components") or {} for r in rs]
+            if name in ("hybrid", "stage2"):
+                for k in (("emb", "llm", "ungated") if name == "hybrid" else ("llm",)):
+                    vals = [c[k] for c in comps if c.get(k) is not None]
+                    a[f"{k}_mean"] = _mean(vals)
+                    a[f"{k}_n"] = len(vals)
+                corr = [c.get("correct") for c in comps if c.get("correct") is not None]
+                a["gated_zero"] = sum(1 for c in comps if c.get("gate") == 0)
+                if name == "hybrid":
+                    a["w"] = next((c["w"] for c in comps if "w" in c), None)
+                a["correct"] = sum(1 for x in corr if x)
+            if name == "rubrics":
+                a |= _rubrics_totals(scored)
+                a["not_applicable"] = len(na)
+                a["thinking_truncated"] = sum(1 for c in comps if c.get("thinking_truncated"))
+                a["thinking_over_limit"] = sum(1 for c in comps if c.get("thinking_over_limit"))
+                a["repeats"] = len({r.get("repeat", 0) for r in rs}) or 1
+                a["breakdowns"] = _rubrics_breakdowns(scored)
+            agg[name] = a
+        agg["unscored"] = total_unscored
+        agg["judge_calls"] = calls
+        out[task] = agg
+    return out
+
+
+def _rubrics_totals(scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """The official totals: score = sum of item scores / items x 100 (summed in benchmark order,
+    as the official script sums), accuracy = correct / items x 100; unscored items are not items."""
+    n = len(scored)
+    correct = sum(1 for r in scored if (r.get("components") or {}).get("correct"))
+    return {"total": n, "correct": correct, "score": sum(r["value"] for r in scored) / n * 100 if n else None,
+            "accuracy": correct / n * 100 if n else None}
+
+
+def _rubrics_breakdowns(scored: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The official per-modality / category / sub-category tables (from each line's `groups`)."""
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in scored:
+        for field, value in (r.get("groups") or {}).items():
+            rows.setdefault(field, {}).setdefault(str(value), []).append(r)
+    return {field: {key: _rubrics_totals(rs) for key, rs in table.items()} for field, table in rows.items()}
+
+
+_KNOWN_REASONS = ("unparseable judge reply", "empty judge reply", "judge request failed", "no reference chain",
+                  "correctness unknown", "no rubric")
+
+
+def _reason(error: str | None) -> str:
+    """A short, countable reason for an unscored sample."""
+    if not error:
+        return "unknown"
+    prefix = ""
+    for p in ("LLM evaluator: ", "embedding: "):
+        if error.startswith(p):
+            prefix, error = p, error[len(p):]
+    if "rater(s) failed" in error:
+        prefix += "rater failed: "
+    for known in _KNOWN_REASONS:
+        if known in error:
+            return prefix + known
+    return prefix + error.split(" (after")[0][:80]
+
+
+def read_cot_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / COT_FILE
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # torn last line of an interrupted rescore
+    return out
+
+
+def load_cot_aggregates(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Per-task cot aggregates recomputed from RUN_DIR/cot.jsonl ({} when there is none)."""
+    return aggregate_records(read_cot_records(run_dir))
+
+
+# --------------------------------------------------------------------------------------------
+# The rescore
+
+
+def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    if not records:
+        return
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _line(inp: CotInput, s: CotScore, judge_model: str | None) -> dict[str, Any]:
+    d = s.to_dict()
+    d.pop("id", None)
+    line = {"key": inp.meta["key"], "task": inp.meta["task"], "id": inp.meta["item"], "repeat": inp.meta["repeat"],
+            **d, "judge_model": judge_model if s.scorer in NEEDS_JUDGE else None, "time": time.time()}
+    if s.scorer == "rubrics" and "groups" in inp.meta:
+        line["groups"] = inp.meta["groups"]  # the official breakdown fields (modality, category, ...)
+    return line
+
+
+class _RunLock:
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> _RunLock:
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise RescoreError(f"{self.path.parent} is in use by another dt-eval process") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _make_embedder(embedder: Any, cache_path: Path | None):
+    if embedder is None or isinstance(embedder, (str, Path)):
+        from dt_eval.reasoning.embedding import Embedder
+
+        return Embedder(None if embedder in (None, "") else embedder, cache_path=cache_path)
+    return embedder
+
+
+async def arescore_run(
+    run_dir: str | Path,
+    cot: str | Sequence[str] = ("hybrid",),
+    judge_url: str | Sequence[str] | None = None,
+    judge_model: str = DEFAULT_JUDGE_MODEL,
+    embedder: Any = None,
+    *,
+    weight: float = 0.5,
+    references: str | dict[str, str] | None = None,
+    tasks: Sequence[str] | None = None,
+    judge: JudgeClient | None = None,
+    judge_concurrency: int = 16,
+    judge_timeout_s: float = 120.0,
+    judge_max_retries: int = 3,
+    judge_parse_retries: int = 2,
+    judge_max_tokens: int = 2048,
+    judge_temperature: float = 0.0,
+    judge_seed: int | None = 42,
+    judge_extra_body: dict[str, Any] | None = None,
+    judge_cache: str | Path | None | bool = None,
+    api_key: str | None = None,
+    score_wrong: bool = False,
+    format_style: str = "any",
+    rubrics_attempts: int | None = None,
+    rubrics_cut_thinking: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The async form of `rescore_run` (see the module docstring)."""
+    from dt_eval.reasoning import consistency, evaluator, hybrid, rubrics
+    from dt_eval.reasoning import format as fmt
+    from dt_eval.reasoning.hybrid import HybridConfig
+    from dt_eval.storage.rundir import latest_by_key, read_samples
+
+    say = say or (lambda m: print(m, file=sys.stderr))
+    rubrics_config = rubrics.RubricsConfig(cut_thinking=rubrics_cut_thinking, **(
+        {"attempts": rubrics_attempts} if rubrics_attempts is not None else {}))
+    run_dir = Path(run_dir)
+    names = check_options(cot, judge_url if judge is None else "given")
+    if not names:
+        raise RescoreError("nothing to score: pass --cot (e.g. hybrid,rubrics)")
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise RescoreError(f"{run_dir}: not a dt-eval run directory (no config.json)")
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    records, _ = read_samples(run_dir)
+    # lm-eval text tasks carry no audio question or reference chain: not reasoning-scored here.
+    samples = [s for s in latest_by_key(records).values()
+               if (not tasks or s["task"] in tasks) and s.get("kind") != "lm-eval"]
+    if not samples:
+        raise RescoreError(f"{run_dir}: no samples to score")
+    samples.sort(key=lambda s: (s["task"], s.get("repeat", 0), s.get("index", 0)))
+
+    # Inputs: one for the reference-based scorers, one (own `thinking`) for rubrics.
+    inputs: list[CotInput] = []
+    rubric_inputs: list[CotInput] = []
+    ref_files: dict[str, str | None] = {}
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        by_task[s["task"]].append(s)
+    for task, group in by_task.items():
+        cfg, fields = _task_fields(task)
+        refs, ref_path = _references_for(task, cfg, references, config)
+        ref_files[task] = ref_path
+        for s in group:
+            ref = refs.get(str(s["id"])) if refs is not None else None
+            inputs.append(sample_input(s, fields, reference=ref, use_meta_reference=refs is None))
+            rubric_inputs.append(sample_input(s, fields))
+            meta = s.get("meta") or {}
+            rubric_inputs[-1].meta["groups"] = {f: meta.get(f) for f in (cfg.group_fields if cfg else [])}
+
+    results: dict[str, list[CotScore]] = {}
+    emb = (_make_embedder(embedder, None if judge_cache is False else run_dir / EMBED_CACHE_FILE)
+           if set(names) & NEEDS_EMBEDDER else None)
+    own_judge = False
+    if judge is None and set(names) & NEEDS_JUDGE:
+        cache_path = None if judge_cache is False else (judge_cache or run_dir / CACHE_FILE)
+        judge = JudgeClient(JudgeConfig(
+            base_url=list(judge_url) if not isinstance(judge_url, str) else judge_url, model=judge_model,
+            temperature=judge_temperature, seed=judge_seed, max_tokens=judge_max_tokens,
+            concurrency=judge_concurrency, timeout_s=judge_timeout_s, max_retries=judge_max_retries,
+            parse_retries=judge_parse_retries, extra_body=dict(judge_extra_body or {}), api_key=api_key,
+            cache_path=cache_path))
+        own_judge = True
+    judge_model_name = judge.config.model if judge is not None else None
+    cot_path = run_dir / COT_FILE
+    with _RunLock(run_dir):
+        try:
+            for name in names:
+                t0 = time.monotonic()
+                sent0 = judge.requests_sent if judge is not None else 0
+                these = inputs
+                if name == "hybrid":
+                    scores = await hybrid.score_batch(inputs, judge, emb, HybridConfig(w=weight, stage=1,
+                                                                                        score_wrong=score_wrong))
+                elif name == "stage2":
+                    scores = await hybrid.score_batch(inputs, judge, None, HybridConfig(w=weight, stage=2,
+                                                                                         score_wrong=score_wrong))
+                elif name == "embedding":
+                    scores = await emb.score_batch(inputs)
+                elif name == "evaluator":
+                    scores = await evaluator.score_batch(inputs, judge)
+                elif name == "consistency":
+                    scores = await consistency.score_batch(inputs, judge)
+                elif name == "format":
+                    scores = await fmt.score_batch(inputs, style=format_style)
+                else:  # rubrics
+                    these = rubric_inputs
+                    applicable = [i for i, x in enumerate(rubric_inputs) if x.rubric]
+                    got = await rubrics.score_batch([rubric_inputs[i] for i in applicable], judge, rubrics_config)
+                    scores_by = dict(zip(applicable, got))
+                    version = rubrics.prompt_version()
+                    scores = [scores_by.get(i) or CotScore(id=x.id, scorer="rubrics", version=version, value=None,
+                                                           components={NOT_APPLICABLE: True},
+                                                           error="not applicable: the item has no rubric")
+                              for i, x in enumerate(rubric_inputs)]
+                results[name] = scores
+                _append_lines(cot_path, [_line(x, s, judge_model_name) for x, s in zip(these, scores)])
+                sent = (judge.requests_sent - sent0) if judge is not None else 0
+                unscored = sum(1 for s in scores if s.value is None and not s.components.get(NOT_APPLICABLE))
+                say(f"cot {name}: {len(scores)} samples, {unscored} unscored, {sent} judge request(s), "
+                    f"{time.monotonic() - t0:.1f} s")
+        finally:
+            if own_judge and judge is not None:
+                await judge.aclose()
+        lines = [_line(x, s, judge_model_name)
+                 for name in names for x, s in zip(rubric_inputs if name == "rubrics" else inputs, results[name])]
+        aggregates = aggregate_records(lines)  # what this rescore scored
+        # results.json gets every scorer the run has lines for (earlier rescores included).
+        full = load_cot_aggregates(run_dir)
+        for task, agg in aggregates.items():
+            info = {"judge": judge.describe() if judge is not None else None,
+                    "embedder": emb.describe() if emb is not None and hasattr(emb, "describe") else None,
+                    "references": ref_files.get(task) or "item field"}
+            agg |= info
+            full[task] = full.get(task, agg) | info
+        _merge_results(run_dir, config, {t: full[t] for t in aggregates})
+    return aggregates
+
+
+def _merge_results(run_dir: Path, config: dict[str, Any], aggregates: dict[str, dict[str, Any]]) -> None:
+    from dt_eval.storage.rundir import (
+        RESULTS,
+        latest_by_key,
+        read_samples,
+        write_json_atomic,
+    )
+
+    path = run_dir / RESULTS
+    if path.exists():
+        results = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        from dt_eval.scoring.aggregate import compute_results
+
+        records, _ = read_samples(run_dir)
+        results = compute_results(config, latest_by_key(records).values())
+    for task, agg in aggregates.items():
+        results.setdefault("tasks", {}).setdefault(task, {})["cot"] = agg
+    write_json_atomic(path, results)
+
+
+def rescore_run(run_dir: str | Path, cot: str | Sequence[str] = ("hybrid",),
+                judge_url: str | Sequence[str] | None = None, judge_model: str = DEFAULT_JUDGE_MODEL,
+                embedder: Any = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """Score a run's reasoning (blocking). Returns {task: aggregates}; see `arescore_run`."""
+    return asyncio.run(arescore_run(run_dir, cot, judge_url, judge_model, embedder, **kwargs))

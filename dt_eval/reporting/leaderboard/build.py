@@ -1,0 +1,560 @@
+"""Collect run directories (and published anchors) into leaderboard rows.
+
+Two kinds of rows, never mixed:
+
+* measured: one per run directory, every number recomputed here from the run's samples.jsonl
+  (and cot.jsonl for reasoning-quality scores), exactly as `dt-eval report` does. The
+  leaderboard JSON records each file's sha256 so `dt-eval leaderboard verify` can redo it.
+* reported: published numbers from `published.yaml`, each with its citation and URL.
+
+Comparability: every cell belongs to a "group" (what the number was computed on: task version,
+metadata sha256, item subset, extraction, judge ...). In each column the most common measured
+group is the reference; every other group gets a footnote marker, explained in the legend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import statistics
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from dt_eval import __version__
+from dt_eval.reporting.leaderboard.published import (
+    PublishedFile,
+    entry_to_json,
+    normalise_model_name,
+)
+
+SCHEMA = "dt-eval-leaderboard/1"
+
+# Tasks of one benchmark share a column (MMAR 2025 and 2026 files: marked apart by sha256).
+FAMILY = {"mmar": "mmar", "mmar-2025": "mmar", "mmau": "mmau", "mmau-test": "mmau-test", "mmsu": "mmsu"}
+TITLES = {"mmar": "MMAR", "mmau": "MMAU test-mini", "mmau-test": "MMAU test", "mmsu": "MMSU",
+          "mmar-2025": "MMAR (2025 file)"}
+ORDER = ["mmar", "mmau", "mmau-test", "mmsu"]
+# Per-category breakdowns shown as columns: (breakdown field, heading).
+CATEGORY_FIELDS = {
+    "mmau": [("task", "sound / music / speech")],
+    "mmar": [("modality", "modality"), ("category", "reasoning layer")],
+    "mmsu": [("category", "category")],
+}
+MARKERS = ["†", "‡", "§", "¶", "‖", "※", "♯", "♭", "◊", "¤"]
+GENERIC_DIR_NAMES = {"deterministic", "random", "model", "final", "latest", "hf", "actor", "huggingface"}
+METRIC_NAMES = {"accuracy": "accuracy (%)", "rubrics": "MMAR-Rubrics score (0-100)",
+                "hybrid": "mean hybrid reasoning reward (0-1)"}
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def file_sha256(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def family_of(task: str) -> str:
+    # lm-eval:gsm8k -> lm-eval/gsm8k: column keys use ":" for the metric (mmar:rubrics)
+    return FAMILY.get(task, task.replace(":", "/", 1) if task.startswith("lm-eval:") else task)
+
+
+def column_title(key: str) -> str:
+    base, _, metric = key.partition(":")
+    title = TITLES.get(base, base)
+    if metric == "rubrics":
+        return f"{title}-Rubrics"
+    if metric == "hybrid":
+        return f"{title} hybrid"
+    return title
+
+
+# ---------------------------------------------------------------------------------------------
+# One run directory -> its measured numbers (a pure function of the files in the run directory)
+
+
+def display_name(model: str | None, recipe: dict[str, Any] | None = None) -> str:
+    if recipe:
+        for k in ("name", "model_name"):
+            if isinstance(recipe.get(k), str) and recipe[k].strip():
+                return recipe[k].strip()
+    if not model:
+        return "(unknown model)"
+    p = Path(model.rstrip("/"))
+    name = p.name or model
+    if (name.lower() in GENERIC_DIR_NAMES or re.fullmatch(r"(global_)?(checkpoint|step)[-_]?\d+", name.lower())) \
+            and p.parent.name:
+        name = f"{p.parent.name}/{name}"
+    return name
+
+
+def read_recipe(model: str | None) -> dict[str, Any] | None:
+    """Training metadata a dt-eval training recipe leaves beside a checkpoint (passed through)."""
+    if not model:
+        return None
+    path = Path(model).expanduser() / "dt_recipe.json"
+    try:
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {"value": data}
+    except (OSError, ValueError):
+        return {"error": f"unreadable {path}"}
+    return None
+
+
+def _cot_aggregates(run_dir: Path, results_json: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """Reasoning-quality aggregates: recomputed from cot.jsonl when present, else results.json's."""
+    if (run_dir / "cot.jsonl").exists():
+        try:
+            from dt_eval.reasoning.rescore import aggregate_records, read_cot_records
+        except ImportError:  # the cot package is optional
+            pass
+        else:
+            lines = read_cot_records(run_dir)
+            aggs = aggregate_records(lines)
+            judges: dict[str, set[str]] = defaultdict(set)
+            for r in lines:
+                if r.get("judge_model"):
+                    judges[r["task"]].add(str(r["judge_model"]))
+            for task, a in aggs.items():
+                if judges.get(task):
+                    a["judge"] = ", ".join(sorted(judges[task]))
+            return aggs, "cot.jsonl"
+    found = {t: v["cot"] for t, v in ((results_json or {}).get("tasks") or {}).items()
+             if isinstance(v, dict) and isinstance(v.get("cot"), dict)}
+    return found, ("results.json" if found else None)
+
+
+def _cot_numbers(agg: dict[str, Any] | None, results_cot: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not agg:
+        return None
+    judge = agg.get("judge") or (results_cot or {}).get("judge")
+    judge_model = judge.get("model") if isinstance(judge, dict) else judge
+    out: dict[str, Any] = {"judge": judge_model}
+    h = agg.get("hybrid")
+    if isinstance(h, dict) and h.get("mean") is not None:
+        out["hybrid"] = {k: h.get(k) for k in ("mean", "scored", "unscored", "version", "emb_mean", "llm_mean", "w")}
+    r = agg.get("rubrics")
+    if isinstance(r, dict) and r.get("mean") is not None:
+        out["rubrics"] = {k: r.get(k) for k in ("score", "mean", "scored", "unscored", "not_applicable", "version",
+                                                "accuracy")}
+        if out["rubrics"].get("score") is None:
+            out["rubrics"]["score"] = r["mean"] * 100
+    return out if len(out) > 1 else None
+
+
+def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], samples: list[dict[str, Any]],
+                 cot: dict[str, Any] | None) -> dict[str, Any]:
+    from dt_eval.tasks.config import load_task
+
+    if res.get("kind") == "lm-eval":
+        return _lm_eval_numbers(task, res, cfg_info, samples)
+    cfg = load_task(task)
+    reps = res.get("repeats") or []
+    accs = [r["accuracy"] for r in reps if "accuracy" in r]
+    raws = [r["accuracy_official_raw"] for r in reps if "accuracy_official_raw" in r]
+    flags: dict[int, int] = defaultdict(int)
+    for s in samples:
+        flags[s["repeat"]] += bool(s.get("correct"))
+    out: dict[str, Any] = {
+        "task": task,
+        "family": family_of(task),
+        "task_version": res.get("task_version"),
+        "scorer": res.get("scorer"),
+        "answers_available": bool(res.get("answers_available")),
+        "data_sha256": res.get("data_sha256"),
+        "data_version_label": res.get("data_version_label"),
+        "limit": cfg_info.get("limit"),
+        "items": res.get("items"),
+        "benchmark_items": cfg.data.expected_items,
+        "complete": res.get("complete"),
+        "samples": res.get("samples"),
+        "repeats": len(reps),
+        "accuracy": None,
+        "official_raw": None,
+        "per_repeat": [
+            {"repeat": r["repeat"], "accuracy": r.get("accuracy"), "correct": r.get("correct"),
+             "total": r.get("total"), "official_raw": r.get("accuracy_official_raw"),
+             "correct_flags": flags.get(r["repeat"], 0),
+             "unparsed": r.get("unparsed", 0), "errors": r.get("errors", 0), "truncated": r.get("truncated", 0),
+             "cut_by_length": r.get("cut_by_length", 0)}
+            for r in reps
+        ],
+        "unparsed": sum(r.get("unparsed", 0) for r in reps),
+        "errors": sum(r.get("errors", 0) for r in reps),
+        "categories": {},
+        "cot": cot,
+    }
+    if accs:
+        m, sd = _mean_std(accs)
+        out["accuracy"] = {"mean": m, "std": sd}
+        m, sd = _mean_std(raws)
+        out["official_raw"] = {"mean": m, "std": sd}
+    k = len(reps)
+    if k > 1 and f"pass_at_{k}" in res:
+        out["pass_at_k"] = res[f"pass_at_{k}"]
+        out["majority_vote"] = res.get("majority_vote_accuracy")
+    for field, _ in CATEGORY_FIELDS.get(family_of(task), []):
+        table: dict[str, Any] = {}
+        keys: list[str] = []
+        for r in reps:
+            for key in (r.get("breakdowns") or {}).get(field, {}):
+                if key not in keys:
+                    keys.append(key)
+        for key in keys:
+            vals = [(r["breakdowns"][field][key]) for r in reps if key in (r.get("breakdowns") or {}).get(field, {})]
+            filled = [v["accuracy"] for v in vals if v.get("total")]
+            m, sd = _mean_std(filled)
+            table[key] = {"mean": m, "std": sd, "total": vals[0].get("total", 0) if vals else 0}
+        if table:
+            out["categories"][field] = table
+    return out
+
+
+def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
+                     samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """An lm-eval task's cell: its primary metric x 100, as lm-eval reported it."""
+    rep = (res.get("repeats") or [{}])[0]
+    value = rep.get("accuracy")
+    flags = sum(1 for s in samples if s.get("repeat", 0) == 0 and s.get("correct"))
+    return {
+        "task": task, "family": family_of(task), "task_version": res.get("task_version"),
+        "scorer": res.get("scorer"), "metric": res.get("primary_metric"),
+        "answers_available": value is not None, "data_sha256": None, "data_version_label": None,
+        "limit": cfg_info.get("limit"), "items": res.get("items"), "benchmark_items": None,
+        "complete": res.get("complete"), "samples": res.get("samples"), "repeats": 1,
+        "accuracy": {"mean": value, "std": 0.0} if value is not None else None, "official_raw": None,
+        "per_repeat": [{"repeat": 0, "accuracy": value, "correct": rep.get("correct"), "total": rep.get("total"),
+                        "official_raw": None, "correct_flags": flags, "unparsed": 0,
+                        "errors": rep.get("errors", 0), "truncated": rep.get("truncated", 0),
+                        "cut_by_length": rep.get("cut_by_length", 0)}],
+        "unparsed": 0, "errors": rep.get("errors", 0), "categories": {}, "cot": None,
+    }
+
+
+def backend_name(described: Any) -> str | None:
+    """The backend's name from config.json's `backend` entry (its describe()): the OpenAI-compatible
+    backend records it as "backend", the in-process ones as "name". Only the name is read: the
+    rest of that entry (server URLs, key source ...) never reaches the leaderboard."""
+    if not isinstance(described, dict):
+        return None
+    for key in ("name", "backend"):
+        if isinstance(described.get(key), str) and described[key].strip():
+            return described[key].strip()
+    return None
+
+
+def measure_run(run_dir: str | Path) -> dict[str, Any]:
+    """Every number the leaderboard shows for one run, recomputed from samples.jsonl."""
+    from dt_eval.scoring.aggregate import compute_results
+    from dt_eval.storage.rundir import latest_by_key, read_samples
+    from dt_eval.tasks.config import UnknownTaskError
+
+    run = Path(run_dir)
+    samples_file = run / "samples.jsonl"
+    if not samples_file.is_file():
+        raise BuildError(f"{run}: no samples.jsonl (not a dt-eval run directory)")
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{run}: cannot read config.json: {e}") from None
+    records, dropped = read_samples(run)  # read-only: never repairs a run it only reads
+    if not records:
+        raise BuildError(f"{run}: samples.jsonl has no records")
+    latest = latest_by_key(records)
+    try:
+        results = compute_results(config, latest.values())
+    except UnknownTaskError as e:
+        raise BuildError(f"{run}: {e}") from None
+    results_json = None
+    if (run / "results.json").exists():
+        try:
+            results_json = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        except ValueError:
+            results_json = None
+    cot, cot_source = _cot_aggregates(run, results_json)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in latest.values():
+        by_task[s["task"]].append(s)
+    identity = config.get("identity") or {}
+    sampling = identity.get("sampling") or {}
+    prompt = identity.get("prompt") or {}
+    tasks = {}
+    for name in sorted(results["tasks"], key=lambda t: (ORDER.index(family_of(t)) if family_of(t) in ORDER
+                                                        else len(ORDER), t != family_of(t), t)):
+        rcot = ((results_json or {}).get("tasks") or {}).get(name, {}).get("cot")
+        tasks[name] = task_numbers(name, results["tasks"][name], (config.get("tasks") or {}).get(name, {}),
+                                   by_task[name], _cot_numbers(cot.get(name), rcot))
+    return {
+        "model": identity.get("model"),
+        "samples_sha256": file_sha256(samples_file),
+        "samples_records": len(records),
+        "samples_dropped_lines": dropped,
+        "cot_sha256": file_sha256(run / "cot.jsonl"),
+        "cot_source": cot_source,
+        "settings": {
+            "thinking": prompt.get("thinking"),
+            "temperature": sampling.get("temperature"),
+            "top_p": sampling.get("top_p"),
+            "max_tokens": sampling.get("max_tokens"),
+            "seed": identity.get("seed"),
+            "backend": backend_name(config.get("backend")),
+            "preset": config.get("preset"),
+            "dt_eval_version": config.get("dt_eval_version"),
+            "git_hash": config.get("git_hash"),
+        },
+        "tasks": tasks,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows -> columns, cells, comparability groups, differences (pure: verify reuses it)
+
+
+def _gid(components: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(components, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _measured_group(t: dict[str, Any], column: str, settings: dict[str, Any], metric: str,
+                    cot: dict[str, Any] | None = None) -> dict[str, Any]:
+    comp: dict[str, Any] = {
+        "kind": "measured", "column": column, "task": t["task"], "task_version": t["task_version"],
+        "data_sha256": t["data_sha256"], "limit": t["limit"],
+        "extraction": f"dt-eval {settings.get('dt_eval_version') or '?'} extracted answers",
+    }
+    if t.get("family", "").startswith("lm-eval/"):
+        comp["extraction"] = f"{t.get('scorer')} {t.get('metric')} (reasoning stripped first)"
+    if metric in ("hybrid", "rubrics") and cot:
+        comp["scorer"] = f"{metric} {cot[metric].get('version')}"
+        comp["judge"] = cot.get("judge")
+    return comp
+
+
+def _describe(comp: dict[str, Any], t: dict[str, Any] | None = None) -> str:
+    if comp["kind"] == "reported":
+        s = f"reported by the source; data version: {comp['data_version']}"
+        if comp.get("data_sha256"):
+            s += f" (sha256 {comp['data_sha256'][:12]}…)"
+        return s + "; prompt, answer extraction and decoding as in the source"
+    sha = comp.get("data_sha256")
+    label = (t or {}).get("data_version_label")
+    data = f"{label} (sha256 {sha[:12]}…)" if label and sha else (f"sha256 {sha[:12]}… (not a known release file)"
+                                                                   if sha else "unknown metadata file")
+    items = (t or {}).get("items")
+    bench = (t or {}).get("benchmark_items")
+    subset = f"{items} of {bench} items" if items is not None and bench and items != bench else f"{items} items"
+    if comp.get("limit"):
+        subset += f", first {comp['limit']} (--limit)"
+    s = f"measured: task {comp['task']} (version {comp['task_version']}), data {data}, {subset}, {comp['extraction']}"
+    if comp.get("scorer"):
+        s += f"; {comp['scorer']}, judge {comp.get('judge') or 'unknown'}"
+    return s
+
+
+def _match_names(m: dict[str, Any]) -> set[str]:
+    names = {normalise_model_name(m.get("name") or ""), normalise_model_name(m.get("model") or "")}
+    for k in ("alias", "aliases", "base_model_alias"):
+        v = (m.get("training") or {}).get(k)
+        for x in ([v] if isinstance(v, str) else v or []):
+            names.add(normalise_model_name(str(x)))
+    for x in m.get("aliases") or []:
+        names.add(normalise_model_name(x))
+    return {n for n in names if n}
+
+
+def assemble(measured: list[dict[str, Any]], reported: list[dict[str, Any]]) -> dict[str, Any]:
+    """Columns, cells with comparability markers, legend, and measured-minus-reported diffs."""
+    groups: dict[str, dict[str, Any]] = {}
+    cells_m: list[dict[str, dict[str, Any]]] = []
+    col_seen: list[str] = []
+
+    def add_group(comp: dict[str, Any], t: dict[str, Any] | None) -> str:
+        gid = _gid(comp)
+        groups.setdefault(gid, {"column": comp["column"], "kind": comp["kind"], "components": comp,
+                                "description": _describe(comp, t)})
+        return gid
+
+    for m in measured:
+        cells: dict[str, dict[str, Any]] = {}
+        used: set[str] = set()
+        for name, t in m["tasks"].items():
+            fam = t["family"]
+            col = fam if fam not in used else name
+            used.add(col)
+            if t.get("accuracy") is not None:
+                cells[col] = {"value": t["accuracy"]["mean"], "std": t["accuracy"]["std"], "k": t["repeats"],
+                              "n": t["items"], "task": name,
+                              "group": add_group(_measured_group(t, col, m["settings"], "accuracy"), t)}
+            cot = t.get("cot") or {}
+            if cot.get("rubrics"):
+                key = f"{col}:rubrics"
+                cells[key] = {"value": cot["rubrics"]["score"], "std": None, "k": t["repeats"],
+                              "n": cot["rubrics"]["scored"], "task": name,
+                              "group": add_group(_measured_group(t, key, m["settings"], "rubrics", cot), t)}
+            if cot.get("hybrid"):
+                key = f"{col}:hybrid"
+                cells[key] = {"value": cot["hybrid"]["mean"], "std": None, "k": t["repeats"],
+                              "n": cot["hybrid"]["scored"], "task": name,
+                              "group": add_group(_measured_group(t, key, m["settings"], "hybrid", cot), t)}
+            for c in cells:
+                if c not in col_seen:
+                    col_seen.append(c)
+        cells_m.append(cells)
+
+    cells_r: list[dict[str, dict[str, Any]]] = []
+    for r in reported:
+        cells = {}
+        for key, s in r["scores"].items():
+            comp = {"kind": "reported", "column": key, "data_version": s.get("data_version") or "unknown",
+                    "data_sha256": s.get("data_sha256")}
+            cells[key] = {"value": s["value"], "std": None, "k": None, "n": None, "group": add_group(comp, None)}
+            if key not in col_seen:
+                col_seen.append(key)
+        cells_r.append(cells)
+
+    fams_seen = list(dict.fromkeys(family_of(k.partition(":")[0]) for k in col_seen))
+
+    def col_order(key: str) -> tuple:
+        base, _, metric = key.partition(":")
+        fam = family_of(base)
+        rank = ORDER.index(fam) if fam in ORDER else len(ORDER) + fams_seen.index(fam)
+        return (rank, base != fam, base, {"": 0, "rubrics": 1, "hybrid": 2}.get(metric, 3))
+
+    columns = []
+    for key in sorted(col_seen, key=col_order):
+        metric = key.partition(":")[2] or "accuracy"
+        columns.append({"key": key, "title": column_title(key), "metric": metric, "unit": METRIC_NAMES[metric]})
+
+    # reference group per column and markers for the rest
+    marker_of: dict[str, str] = {}
+    reference: dict[str, str | None] = {}
+    for col in columns:
+        key = col["key"]
+        mg = Counter(c[key]["group"] for c in cells_m if key in c)
+        rg = Counter(c[key]["group"] for c in cells_r if key in c)
+        order = [c[key]["group"] for c in cells_m + cells_r if key in c]
+        pool = mg or rg
+        best = max(pool.values()) if pool else 0
+        ref = next((g for g in order if pool.get(g) == best), None)
+        reference[key] = ref
+        col["reference_group"] = ref
+        for g in dict.fromkeys(order):
+            if g != ref and g not in marker_of:
+                i = len(marker_of)
+                marker_of[g] = MARKERS[i] if i < len(MARKERS) else f"[{i + 1}]"
+    for cells in cells_m + cells_r:
+        for c in cells.values():
+            c["marker"] = marker_of.get(c["group"], "")
+    for gid, g in groups.items():
+        g["marker"] = marker_of.get(gid, "")
+        g["reference"] = reference.get(g["column"]) == gid
+
+    # measured minus reported where both exist for one model
+    diffs = []
+    for mi, m in enumerate(measured):
+        names = _match_names(m)
+        for ri, r in enumerate(reported):
+            rnames = {normalise_model_name(x) for x in [r["model"], *r.get("aliases", [])]}
+            if not names & rnames:
+                continue
+            for col in columns:
+                key = col["key"]
+                a, b = cells_m[mi].get(key), cells_r[ri].get(key)
+                if a is None or b is None:
+                    continue
+                diffs.append({"measured": mi, "reported": ri, "column": key, "measured_value": a["value"],
+                              "reported_value": b["value"], "delta": a["value"] - b["value"],
+                              "measured_marker": a["marker"], "reported_marker": b["marker"],
+                              "same_group": a["group"] == b["group"]})
+    return {"columns": columns, "measured_cells": cells_m, "reported_cells": cells_r, "groups": groups,
+            "diffs": diffs}
+
+
+def category_tables(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-category accuracy tables: one per (task family, breakdown field) present in the runs."""
+    tables: dict[tuple[str, str], dict[str, Any]] = {}
+    for mi, m in enumerate(measured):
+        for name, t in m["tasks"].items():
+            fam = t["family"]
+            for field, heading in CATEGORY_FIELDS.get(fam, []):
+                cats = (t.get("categories") or {}).get(field)
+                if not cats:
+                    continue
+                tab = tables.setdefault((fam, field), {"family": fam, "field": field,
+                                                       "title": f"{TITLES.get(fam, fam)}: {heading}",
+                                                       "keys": [], "rows": []})
+                for k in cats:
+                    if k not in tab["keys"]:
+                        tab["keys"].append(k)
+                tab["rows"].append({"measured": mi, "task": name, "values": cats})
+    return list(tables.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole leaderboard
+
+
+def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path, published: PublishedFile | None = None,
+                      published_path: str | Path | None = None, published_sha256: str | None = None,
+                      names: dict[str, str] | None = None, title: str | None = None) -> dict[str, Any]:
+    out = Path(out_dir).resolve()
+    names = names or {}
+    measured = []
+    seen: set[Path] = set()
+    for i, d in enumerate(run_dirs):
+        run = Path(d).resolve()
+        if run in seen:
+            raise BuildError(f"{d} is given twice")
+        seen.add(run)
+        numbers = measure_run(run)
+        recipe = read_recipe(numbers["model"])
+        name = names.get(str(d)) or names.get(run.name) or names.get(str(run)) or display_name(numbers["model"], recipe)
+        measured.append({
+            "id": f"m{i + 1}",
+            "name": name,
+            "run": run.name,
+            "run_dir": str(run),
+            "run_dir_rel": _relpath(run, out),
+            "training": recipe,
+            **numbers,
+        })
+    reported = [entry_to_json(e) for e in (published.entries if published else [])]
+    lb = {
+        "schema": SCHEMA,
+        "title": title or "Audio reasoning leaderboard",
+        "dt_eval_version": __version__,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # where verify re-reads the published numbers: beside the output first (a moved site), then here
+        "published_file": str(Path(published_path).resolve()) if published_path else None,
+        "published_file_rel": _relpath(Path(published_path).resolve(), out) if published_path else None,
+        "published_sha256": published_sha256,
+        "measured": measured,
+        "reported": reported,
+    }
+    lb.update(assemble(measured, reported))
+    lb["category_tables"] = category_tables(measured)
+    return lb
+
+
+def _relpath(path: Path, start: Path) -> str | None:
+    import os
+
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:  # another drive (Windows)
+        return None

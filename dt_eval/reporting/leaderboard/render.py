@@ -1,0 +1,768 @@
+"""Render a built leaderboard: Markdown (README / paper appendix), CSV, JSON, a static HTML page
+with sortable tables (vanilla JS, no network), and PNG plots (matplotlib, Agg backend).
+
+Everything is a deterministic function of the leaderboard JSON (the plots for one matplotlib and
+FreeType), so `verify` renders it again and compares. matplotlib is imported only by the plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from dt_eval.reporting.leaderboard.build import MARKERS, TITLES  # noqa: F401  (re-exported for callers)
+
+JSON_FILE = "leaderboard.json"
+MD_FILE = "leaderboard.md"
+CSV_FILE = "leaderboard.csv"
+HTML_FILE = "index.html"
+PLOTS_DIR = "plots"
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt(metric: str, value: float | None, std: float | None = None, k: int | None = None) -> str:
+    if value is None:
+        return "–"
+    d = 3 if metric == "hybrid" else 2
+    s = f"{value:.{d}f}"
+    if k and k > 1 and std is not None:
+        s += f" ± {std:.{d}f}"
+    return s
+
+
+def fmt_delta(metric: str, delta: float) -> str:
+    d = 3 if metric == "hybrid" else 2
+    return f"{delta:+.{d}f}"
+
+
+def settings_text(m: dict[str, Any]) -> str:
+    s = m.get("settings") or {}
+    parts = []
+    if s.get("thinking"):
+        parts.append(f"thinking {s['thinking']}")
+    if s.get("temperature") is not None:
+        parts.append(f"T={s['temperature']:g}")
+    if s.get("max_tokens"):
+        parts.append(f"max {s['max_tokens']} tok")
+    ks = sorted({t["repeats"] for t in m["tasks"].values()})
+    if ks and ks != [1]:
+        parts.append("k=" + "/".join(str(k) for k in ks))
+    if s.get("backend"):
+        parts.append(str(s["backend"]))
+    tr = m.get("training") or {}
+    for key in ("stage", "step"):
+        if tr.get(key) is not None:
+            parts.append(f"{key} {tr[key]}")
+    return " · ".join(parts)
+
+
+def ref_label(i: int) -> str:
+    return f"R{i + 1}"
+
+
+def short_sha(s: str | None) -> str:
+    return f"{s[:12]}…" if s else "–"
+
+
+def _columns(lb: dict[str, Any], cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in lb["columns"] if any(c["key"] in row for row in cells)]
+
+
+def _metric(lb: dict[str, Any], key: str) -> str:
+    return next(c["metric"] for c in lb["columns"] if c["key"] == key)
+
+
+def _cell_text(col: dict[str, Any], cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "–"
+    return fmt(col["metric"], cell["value"], cell.get("std"), cell.get("k")) + cell.get("marker", "")
+
+
+def _marker_rank(marker: str) -> tuple[int, int]:
+    if not marker:
+        return (0, 0)
+    if marker in MARKERS:
+        return (1, MARKERS.index(marker))
+    return (2, int(marker.strip("[]")) if marker.strip("[]").isdigit() else 0)
+
+
+def _legend(lb: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per column: [(marker or '' for the reference, description)] for groups present."""
+    out = []
+    for col in lb["columns"]:
+        present = []
+        for cells in lb["measured_cells"] + lb["reported_cells"]:
+            c = cells.get(col["key"])
+            if c and c["group"] not in present:
+                present.append(c["group"])
+        items = []
+        for g in sorted(present, key=lambda g: _marker_rank(lb["groups"][g]["marker"])):
+            grp = lb["groups"][g]
+            items.append((grp["marker"], grp["description"]))
+        out.append((col["title"], items))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_escape(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def render_markdown(lb: dict[str, Any], heading_level: int = 2) -> str:
+    h = "#" * heading_level
+    L: list[str] = []
+    L.append(f"{h} {lb['title']}")
+    L.append("")
+    L.append(f"Built with dt-eval {lb['dt_eval_version']} ({lb['built_at']}). Measured rows are recomputed from "
+             "each run's `samples.jsonl`; `dt-eval leaderboard verify` recomputes them again. Reported rows are "
+             "published numbers, shown as anchors with their sources and never mixed with measured ones. "
+             "Accuracy in %, mean ± std over repeats where a run has several; MMAR-Rubrics on the challenge's "
+             "0-100 scale; hybrid = mean gated hybrid reasoning reward (0-1). Marked numbers (†, ‡, ...) were "
+             "computed on other data, items, extraction or judges than the unmarked numbers of their column: "
+             "see the comparability notes.")
+    L.append("")
+
+    if lb["measured"]:
+        L.append(f"{h}# Measured with dt-eval")
+        L.append("")
+        cols = _columns(lb, lb["measured_cells"])
+        rows = []
+        for m, cells in zip(lb["measured"], lb["measured_cells"]):
+            rows.append([m["name"], f"`{m['run']}`", settings_text(m)]
+                        + [_cell_text(c, cells.get(c["key"])) for c in cols])
+        L += _md_table(["Model", "Run", "Settings"] + [c["title"] for c in cols], rows,
+                       ["l", "l", "l"] + ["r"] * len(cols))
+        L.append("")
+
+    if lb["reported"]:
+        L.append(f"{h}# Reported (published numbers, not measured here)")
+        L.append("")
+        cols = _columns(lb, lb["reported_cells"])
+        rows = []
+        for i, (r, cells) in enumerate(zip(lb["reported"], lb["reported_cells"])):
+            rows.append([f"{r['model']} *(reported)*"] + [_cell_text(c, cells.get(c["key"])) for c in cols]
+                        + [f"[{ref_label(i)}](#references)", r["checked"]])
+        L += _md_table(["Model"] + [c["title"] for c in cols] + ["Source", "Checked"], rows,
+                       ["l"] + ["r"] * len(cols) + ["l", "l"])
+        L.append("")
+
+    if lb["diffs"]:
+        L.append(f"{h}# Measured − reported (same model)")
+        L.append("")
+        rows = []
+        titles = {c["key"]: c["title"] for c in lb["columns"]}
+        for d in lb["diffs"]:
+            m, r = lb["measured"][d["measured"]], lb["reported"][d["reported"]]
+            metric = _metric(lb, d["column"])
+            rows.append([m["name"], f"`{m['run']}`", titles[d["column"]],
+                         fmt(metric, d["measured_value"]) + d["measured_marker"],
+                         fmt(metric, d["reported_value"]) + d["reported_marker"],
+                         fmt_delta(metric, d["delta"]) + ("" if d["same_group"] else " (not like for like)"),
+                         ref_label(d["reported"])])
+        L += _md_table(["Model", "Run", "Column", "Measured", "Reported", "Δ", "Source"], rows,
+                       ["l", "l", "l", "r", "r", "r", "l"])
+        L.append("")
+
+    if lb["category_tables"]:
+        L.append(f"{h}# Per-category accuracy (measured)")
+        L.append("")
+        for tab in lb["category_tables"]:
+            L.append(f"**{tab['title']}**")
+            L.append("")
+            rows = []
+            for row in tab["rows"]:
+                m = lb["measured"][row["measured"]]
+                mark = _main_marker(lb, row)
+                t = m["tasks"][row["task"]]
+                rows.append([m["name"], f"`{m['run']}`{mark}"]
+                            + [_cat_text(row["values"].get(k), t["repeats"]) for k in tab["keys"]])
+            L += _md_table(["Model", "Run"] + tab["keys"], rows, ["l", "l"] + ["r"] * len(tab["keys"]))
+            L.append("")
+
+    if lb["measured"]:
+        L.append(f"{h}# Run details")
+        L.append("")
+        rows = []
+        for m in lb["measured"]:
+            for name, t in m["tasks"].items():
+                k = t["repeats"]
+                acc = t.get("accuracy") or {}
+                raw = t.get("official_raw") or {}
+                rows.append([m["name"], f"`{m['run']}`", name, str(t["items"]), str(k),
+                             fmt("accuracy", acc.get("mean"), acc.get("std"), k),
+                             fmt("accuracy", raw.get("mean"), raw.get("std"), k),
+                             str(t["unparsed"]), str(t["errors"]),
+                             fmt("accuracy", t.get("pass_at_k")) if k > 1 else "–",
+                             fmt("accuracy", t.get("majority_vote")) if k > 1 else "–",
+                             f"`{short_sha(t['data_sha256'])}`", f"`{short_sha(m['samples_sha256'])}`"])
+        L += _md_table(["Model", "Run", "Task", "Items", "Repeats", "Accuracy", "Official raw", "Unparsed", "Errors",
+                        "pass@k", "maj@k", "Data sha256", "samples.jsonl sha256"], rows,
+                       ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l", "l"])
+        L.append("")
+        L.append("Accuracy: the official match on the final answer dt-eval extracted; official raw: the official "
+                 "script's match on the whole post-reasoning output (no extraction).")
+        L.append("")
+
+    L.append(f"{h}# Comparability notes")
+    L.append("")
+    for title, items in _legend(lb):
+        if not items:
+            continue
+        L.append(f"- **{title}**")
+        for marker, desc in items:
+            L.append(f"  - {marker or 'unmarked'}: {desc}")
+    L.append("")
+
+    if lb["reported"]:
+        L.append(f"{h}# References")
+        L.append("")
+        for i, r in enumerate(lb["reported"]):
+            note = f" Checked: {r['checked']}" + (f" ({r['check_note']})" if r.get("check_note") else "") + "."
+            if r.get("note"):
+                note += f" Note: {r['note']}."
+            L.append(f"- {ref_label(i)} {r['model']}: {r['citation']}. <{r['source']}>.{note}")
+        L.append("")
+    return "\n".join(L)
+
+
+def _main_marker(lb: dict[str, Any], row: dict[str, Any]) -> str:
+    cells = lb["measured_cells"][row["measured"]]
+    for c in cells.values():
+        if c.get("task") == row["task"] and ":" not in _col_of(cells, c):
+            return c.get("marker", "")
+    return ""
+
+
+def _col_of(cells: dict[str, Any], cell: dict[str, Any]) -> str:
+    return next(k for k, v in cells.items() if v is cell)
+
+
+def _cat_text(v: dict[str, Any] | None, k: int) -> str:
+    if not v or v.get("mean") is None:
+        return "–"
+    return fmt("accuracy", v["mean"], v.get("std"), k)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV (long format: one row per number)
+
+CSV_HEADER = ["kind", "model", "run", "column", "column_title", "metric", "value", "std", "repeats", "items",
+              "marker", "comparability", "reference", "citation", "source", "checked"]
+
+
+def render_csv(lb: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    cols = {c["key"]: c for c in lb["columns"]}
+
+    def num(x: float | None, metric: str = "accuracy") -> str:
+        if x is None:
+            return ""
+        return f"{x:.6f}".rstrip("0").rstrip(".") if metric == "hybrid" else f"{x:.4f}".rstrip("0").rstrip(".")
+
+    for m, cells in zip(lb["measured"], lb["measured_cells"]):
+        for key, c in cells.items():
+            col = cols[key]
+            w.writerow(["measured", m["name"], m["run"], key, col["title"], col["metric"],
+                        num(c["value"], col["metric"]), num(c.get("std"), col["metric"]) if (c.get("k") or 0) > 1 else "", c.get("k") or "",
+                        c.get("n") or "", c["marker"], lb["groups"][c["group"]]["description"], "", "", "", ""])
+    for tab in lb["category_tables"]:
+        for row in tab["rows"]:
+            m = lb["measured"][row["measured"]]
+            t = m["tasks"][row["task"]]
+            for k in tab["keys"]:
+                v = row["values"].get(k)
+                if not v:
+                    continue
+                w.writerow(["measured", m["name"], m["run"], f"{row['task']}[{tab['field']}={k}]",
+                            f"{tab['title']}: {k}", "accuracy", num(v.get("mean")),
+                            num(v.get("std")) if t["repeats"] > 1 else "", t["repeats"], v.get("total") or "",
+                            _main_marker(lb, row), "", "", "", "", ""])
+    for i, (r, cells) in enumerate(zip(lb["reported"], lb["reported_cells"])):
+        for key, c in cells.items():
+            col = cols[key]
+            w.writerow(["reported", r["model"], "", key, col["title"], col["metric"],
+                        num(c["value"], col["metric"]), "", "", "", c["marker"], lb["groups"][c["group"]]["description"], ref_label(i), r["citation"],
+                        r["source"], r["checked"]])
+    for d in lb["diffs"]:
+        m, r = lb["measured"][d["measured"]], lb["reported"][d["reported"]]
+        col = cols[d["column"]]
+        w.writerow(["delta", m["name"], m["run"], d["column"], col["title"], col["metric"],
+                    num(d["delta"], col["metric"]), "", "", "", "",
+                    "measured minus reported" + ("" if d["same_group"] else " (not like for like)"),
+                    ref_label(d["reported"]), r["citation"], r["source"], r["checked"]])
+    return buf.getvalue()
+
+
+def render_json(lb: dict[str, Any]) -> str:
+    return json.dumps(lb, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+:root { --fg:#1b1f24; --muted:#5b6570; --line:#d8dee4; --head:#f3f5f7; --rep:#fbf7ee; --accent:#0b5cad; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       margin: 0 auto; padding: 24px 32px 48px; max-width: 1400px; }
+h1 { font-size: 24px; margin: 0 0 6px; } h2 { font-size: 18px; margin: 32px 0 8px; }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+p.lead { color: var(--muted); max-width: 980px; }
+.wrap { overflow-x: auto; }
+table { border-collapse: collapse; margin: 6px 0 4px; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--line); padding: 5px 10px; text-align: left; white-space: nowrap; }
+td.num, th.num { text-align: right; }
+thead th { background: var(--head); position: sticky; top: 0; font-weight: 600; }
+table.sortable thead th { cursor: pointer; user-select: none; }
+table.sortable thead th::after { content: " \\2195"; color: #a0a8b0; font-size: 11px; }
+table.sortable thead th[aria-sort="ascending"]::after { content: " \\25B2"; color: var(--accent); }
+table.sortable thead th[aria-sort="descending"]::after { content: " \\25BC"; color: var(--accent); }
+tbody tr:hover { background: #f7fafc; }
+table.reported tbody tr { background: var(--rep); }
+.badge { display: inline-block; font-size: 11px; padding: 1px 6px; border-radius: 9px; margin-left: 6px;
+         vertical-align: 1px; }
+.badge.reported { background: #f0e2c0; color: #6b4e00; }
+.badge.measured { background: #d7ecff; color: #0b4a8a; }
+.mark { color: #b3261e; font-weight: 600; }
+.muted { color: var(--muted); }
+code { font-size: 12px; }
+.plots { display: flex; flex-wrap: wrap; gap: 16px; }
+.plots figure { margin: 0; border: 1px solid var(--line); padding: 8px; background: #fff;
+                flex: 1 1 560px; max-width: 820px; }
+.plots img { width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
+ul.legend li { margin: 2px 0; }
+"""
+
+_JS = """
+(function () {
+  function cellValue(row, idx, type) {
+    var td = row.cells[idx];
+    if (!td) return null;
+    var v = td.getAttribute('data-v');
+    if (v === null || v === '') return null;
+    return type === 'num' ? parseFloat(v) : v.toLowerCase();
+  }
+  function sortTable(table, idx, th) {
+    var tbody = table.tBodies[0];
+    var rows = Array.prototype.slice.call(tbody.rows);
+    var type = th.getAttribute('data-type') || 'text';
+    var cur = th.getAttribute('aria-sort');
+    var dir;
+    if (cur === 'descending') dir = 'ascending';
+    else if (cur === 'ascending') dir = 'descending';
+    else dir = type === 'num' ? 'descending' : 'ascending';
+    var sign = dir === 'ascending' ? 1 : -1;
+    rows.sort(function (a, b) {
+      var x = cellValue(a, idx, type), y = cellValue(b, idx, type);
+      if (x === null && y === null) return a.getAttribute('data-i') - b.getAttribute('data-i');
+      if (x === null) return 1;
+      if (y === null) return -1;
+      if (x < y) return -sign;
+      if (x > y) return sign;
+      return a.getAttribute('data-i') - b.getAttribute('data-i');
+    });
+    rows.forEach(function (r) { tbody.appendChild(r); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute('aria-sort'); });
+    th.setAttribute('aria-sort', dir);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, idx) {
+      th.tabIndex = 0;
+      th.title = 'Sort by ' + th.textContent.trim();
+      th.addEventListener('click', function () { sortTable(table, idx, th); });
+      th.addEventListener('keydown', function (e) {
+        if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sortTable(table, idx, th); }
+      });
+    });
+  });
+})();
+"""
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _num_td(text: str, value: float | None, marker: str = "", title: str | None = None) -> str:
+    v = "" if value is None else repr(float(value))
+    t = f' title="{_e(title)}"' if title else ""
+    mk = f'<span class="mark">{_e(marker)}</span>' if marker else ""
+    return f'<td class="num" data-v="{v}"{t}>{_e(text)}{mk}</td>'
+
+
+def _txt_td(text: str, sort: str | None = None, raw_html: str | None = None) -> str:
+    body = raw_html if raw_html is not None else _e(text)
+    return f'<td data-v="{_e(sort if sort is not None else text)}">{body}</td>'
+
+
+def _thead(cols: list[tuple[str, str]]) -> str:
+    ths = "".join(f'<th data-type="{t}" class="{"num" if t == "num" else ""}" scope="col">{_e(name)}</th>'
+                  for name, t in cols)
+    return f"<thead><tr>{ths}</tr></thead>"
+
+
+def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
+    """The page; `plots` maps a plot name to its PNG as a data: URI (embedded, no external files)."""
+    plots = plots or {}
+    groups = lb["groups"]
+    out: list[str] = []
+    out.append("<!DOCTYPE html>")
+    out.append('<html lang="en"><head><meta charset="utf-8">')
+    out.append('<meta name="viewport" content="width=device-width, initial-scale=1">')
+    out.append(f"<title>{_e(lb['title'])}</title><style>{_CSS}</style></head><body>")
+    out.append(f"<h1>{_e(lb['title'])}</h1>")
+    out.append(f'<p class="lead">Built with dt-eval {_e(lb["dt_eval_version"])} ({_e(lb["built_at"])}). '
+               "<b>Measured</b> rows were recomputed from each run's <code>samples.jsonl</code> "
+               "(check with <code>dt-eval leaderboard verify</code>); <b>reported</b> rows are published numbers "
+               "with their sources, kept in their own table. Accuracy in %, mean ± std over repeats. "
+               "Numbers with a <span class=\"mark\">red mark</span> were computed on other data, items, "
+               "extraction or judges than the unmarked numbers of their column (see comparability notes). "
+               "Click a column header to sort.</p>")
+
+    if lb["measured"]:
+        cols = _columns(lb, lb["measured_cells"])
+        out.append('<h2>Measured with dt-eval <span class="badge measured">measured</span></h2>')
+        out.append('<div class="wrap"><table class="sortable measured" id="measured">')
+        out.append(_thead([("Model", "text"), ("Run", "text"), ("Settings", "text")]
+                          + [(c["title"], "num") for c in cols]))
+        out.append("<tbody>")
+        for i, (m, cells) in enumerate(zip(lb["measured"], lb["measured_cells"])):
+            tds = [_txt_td(m["name"], raw_html=f'{_e(m["name"])}<span class="badge measured">measured</span>'),
+                   _txt_td(m["run"], raw_html=f"<code>{_e(m['run'])}</code>"), _txt_td(settings_text(m))]
+            for c in cols:
+                cell = cells.get(c["key"])
+                if cell is None:
+                    tds.append(_num_td("–", None))
+                else:
+                    tds.append(_num_td(fmt(c["metric"], cell["value"], cell.get("std"), cell.get("k")), cell["value"],
+                                       cell["marker"], groups[cell["group"]]["description"]))
+            out.append(f'<tr data-i="{i}">' + "".join(tds) + "</tr>")
+        out.append("</tbody></table></div>")
+
+    if lb["reported"]:
+        cols = _columns(lb, lb["reported_cells"])
+        out.append('<h2>Reported (published numbers, not measured here) '
+                   '<span class="badge reported">reported</span></h2>')
+        out.append('<div class="wrap"><table class="sortable reported" id="reported">')
+        out.append(_thead([("Model", "text")] + [(c["title"], "num") for c in cols]
+                          + [("Source", "text"), ("Checked", "text")]))
+        out.append("<tbody>")
+        for i, (r, cells) in enumerate(zip(lb["reported"], lb["reported_cells"])):
+            tds = [_txt_td(r["model"], raw_html=f'{_e(r["model"])}<span class="badge reported">reported</span>')]
+            for c in cols:
+                cell = cells.get(c["key"])
+                if cell is None:
+                    tds.append(_num_td("–", None))
+                else:
+                    tds.append(_num_td(fmt(c["metric"], cell["value"]), cell["value"], cell["marker"],
+                                       groups[cell["group"]]["description"]))
+            tds.append(_txt_td(r["citation"], raw_html=f'<a href="{_e(r["source"])}">{_e(r["citation"])}</a>'))
+            tds.append(_txt_td(r["checked"], raw_html=_e(r["checked"]) + (
+                f' <span class="muted" title="{_e(r["check_note"])}">(?)</span>' if r.get("check_note") else "")))
+            out.append(f'<tr data-i="{i}">' + "".join(tds) + "</tr>")
+        out.append("</tbody></table></div>")
+
+    if lb["diffs"]:
+        titles = {c["key"]: c["title"] for c in lb["columns"]}
+        out.append("<h2>Measured − reported (same model)</h2>")
+        out.append('<div class="wrap"><table class="sortable" id="diffs">')
+        out.append(_thead([("Model", "text"), ("Run", "text"), ("Column", "text"), ("Measured", "num"),
+                           ("Reported", "num"), ("Δ", "num"), ("Source", "text")]))
+        out.append("<tbody>")
+        for i, d in enumerate(lb["diffs"]):
+            m, r = lb["measured"][d["measured"]], lb["reported"][d["reported"]]
+            metric = _metric(lb, d["column"])
+            out.append(f'<tr data-i="{i}">' + "".join([
+                _txt_td(m["name"]), _txt_td(m["run"], raw_html=f"<code>{_e(m['run'])}</code>"),
+                _txt_td(titles[d["column"]]),
+                _num_td(fmt(metric, d["measured_value"]), d["measured_value"], d["measured_marker"]),
+                _num_td(fmt(metric, d["reported_value"]), d["reported_value"], d["reported_marker"]),
+                _num_td(fmt_delta(metric, d["delta"]) + ("" if d["same_group"] else " (not like for like)"),
+                        d["delta"]),
+                _txt_td(r["citation"], raw_html=f'<a href="{_e(r["source"])}">{_e(ref_label(d["reported"]))}</a>'),
+            ]) + "</tr>")
+        out.append("</tbody></table></div>")
+
+    if lb["category_tables"]:
+        out.append("<h2>Per-category accuracy (measured)</h2>")
+        for ti, tab in enumerate(lb["category_tables"]):
+            out.append(f"<h3>{_e(tab['title'])}</h3>")
+            out.append(f'<div class="wrap"><table class="sortable" id="cat-{ti}">')
+            out.append(_thead([("Model", "text"), ("Run", "text")] + [(k, "num") for k in tab["keys"]]))
+            out.append("<tbody>")
+            for i, row in enumerate(tab["rows"]):
+                m = lb["measured"][row["measured"]]
+                mark = _main_marker(lb, row)
+                k = m["tasks"][row["task"]]["repeats"]
+                tds = [_txt_td(m["name"]), _txt_td(m["run"], raw_html=f"<code>{_e(m['run'])}</code>"
+                                                   + (f'<span class="mark">{_e(mark)}</span>' if mark else ""))]
+                for key in tab["keys"]:
+                    v = row["values"].get(key)
+                    tds.append(_num_td(_cat_text(v, k), v.get("mean") if v else None))
+                out.append(f'<tr data-i="{i}">' + "".join(tds) + "</tr>")
+            out.append("</tbody></table></div>")
+
+    if plots:
+        out.append("<h2>Plots</h2><div class=\"plots\">")
+        for name, uri in plots.items():
+            out.append(f'<figure><img alt="{_e(name)}" src="{uri}"><figcaption>{_e(plot_caption(lb, name))}'
+                       "</figcaption></figure>")
+        out.append("</div>")
+
+    if lb["measured"]:
+        out.append("<h2>Run details</h2>")
+        out.append('<div class="wrap"><table class="sortable" id="details">')
+        out.append(_thead([("Model", "text"), ("Run", "text"), ("Task", "text"), ("Items", "num"), ("Repeats", "num"),
+                           ("Accuracy", "num"), ("Official raw", "num"), ("Unparsed", "num"), ("Errors", "num"),
+                           ("Data sha256", "text"), ("samples.jsonl sha256", "text"), ("Training", "text")]))
+        out.append("<tbody>")
+        i = 0
+        for m in lb["measured"]:
+            tr = m.get("training")
+            tr_text = json.dumps(tr, ensure_ascii=False, sort_keys=True) if tr else "–"
+            for name, t in m["tasks"].items():
+                acc = t.get("accuracy") or {}
+                raw = t.get("official_raw") or {}
+                k = t["repeats"]
+                out.append(f'<tr data-i="{i}">' + "".join([
+                    _txt_td(m["name"]), _txt_td(m["run"], raw_html=f"<code>{_e(m['run'])}</code>"), _txt_td(name),
+                    _num_td(str(t["items"]), t["items"]), _num_td(str(k), k),
+                    _num_td(fmt("accuracy", acc.get("mean"), acc.get("std"), k), acc.get("mean")),
+                    _num_td(fmt("accuracy", raw.get("mean"), raw.get("std"), k), raw.get("mean")),
+                    _num_td(str(t["unparsed"]), t["unparsed"]), _num_td(str(t["errors"]), t["errors"]),
+                    _txt_td(t["data_sha256"] or "", raw_html=f"<code>{_e(short_sha(t['data_sha256']))}</code>"),
+                    _txt_td(m["samples_sha256"], raw_html=f"<code>{_e(short_sha(m['samples_sha256']))}</code>"),
+                    _txt_td(tr_text, raw_html=f'<code>{_e(tr_text[:80])}</code>'),
+                ]) + "</tr>")
+                i += 1
+        out.append("</tbody></table></div>")
+
+    out.append("<h2>Comparability notes</h2><ul class=\"legend\">")
+    for title, items in _legend(lb):
+        if not items:
+            continue
+        lis = "".join("<li>" + (f'<span class="mark">{_e(mk)}</span>' if mk else "unmarked") + f": {_e(desc)}</li>"
+                      for mk, desc in items)
+        out.append(f"<li><b>{_e(title)}</b><ul>{lis}</ul></li>")
+    out.append("</ul>")
+
+    if lb["reported"]:
+        out.append("<h2>References</h2><ol>")
+        for r in lb["reported"]:
+            note = f" — checked: {_e(r['checked'])}" + (f" ({_e(r['check_note'])})" if r.get("check_note") else "")
+            if r.get("note"):
+                note += f". Note: {_e(r['note'])}"
+            out.append(f'<li>{_e(r["model"])}: {_e(r["citation"])}. <a href="{_e(r["source"])}">{_e(r["source"])}</a>'
+                       f"{note}</li>")
+        out.append("</ol>")
+    out.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+_IMG = re.compile(r'src="data:image/png;base64,[A-Za-z0-9+/=]*"')
+_NAMED_IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
+
+
+def strip_images(page: str) -> str:
+    """The page without its embedded PNGs (compared apart: see `embedded_images`)."""
+    return _IMG.sub('src="data:image/png;base64,"', page)
+
+
+def embedded_images(page: str) -> dict[str, list[bytes]]:
+    """The PNGs the page embeds, by plot name (the img alt text)."""
+    out: dict[str, list[bytes]] = {}
+    for alt, b64 in _NAMED_IMG.findall(page):
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except ValueError:
+            data = b""
+        out.setdefault(html.unescape(alt), []).append(data)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+def plot_caption(lb: dict[str, Any], name: str) -> str:
+    if name == "accuracy-vs-reasoning":
+        return ("Accuracy vs reasoning quality: MMAR-Rubrics score (left) and mean hybrid reward (right). "
+                "Filled: measured with dt-eval; hollow: reported.")
+    for tab in lb["category_tables"]:
+        if name == f"categories-{tab['family']}-{tab['field']}":
+            return f"{tab['title']}: accuracy per category, one bar per run (error bars: std over repeats)."
+    return name
+
+
+def _plot_points(lb: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
+    """(label, x, y, kind) points for the rubrics and the hybrid panel."""
+    rub, hyb = [], []
+    for kind, rows, cells_list in (("measured", lb["measured"], lb["measured_cells"]),
+                                   ("reported", lb["reported"], lb["reported_cells"])):
+        for row, cells in zip(rows, cells_list):
+            label = row.get("name") or row.get("model")
+            if kind == "measured":
+                label = f"{label} ({row['run']})"
+            for key, c in cells.items():
+                base, _, metric = key.partition(":")
+                acc = cells.get(base)
+                if acc is None or metric not in ("rubrics", "hybrid"):
+                    continue
+                title = TITLES.get(base, base)
+                point = (f"{label} · {title}", c["value"], acc["value"], kind)
+                (rub if metric == "rubrics" else hyb).append(point)
+    return rub, hyb
+
+
+def plot_renderer() -> dict[str, str]:
+    """What the plot pixels depend on besides the JSON: verify names it when a fresh render differs."""
+    import matplotlib
+    from matplotlib import ft2font
+
+    return {"matplotlib": matplotlib.__version__, "freetype": ft2font.__freetype_version__}
+
+
+def render_plots(lb: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write PNGs under out_dir/plots; returns {name: path}.
+
+    A pure function of `lb` for one matplotlib/FreeType: matplotlib's own defaults (no user
+    matplotlibrc or style) and only its bundled font, so `verify` can render the plots again and
+    compare them with the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        # one bundled font, no fallback to whatever fonts the machine has
+        matplotlib.rcParams["font.family"] = ["DejaVu Sans"]
+        return _draw_plots(lb, out_dir, plt)
+
+
+def _draw_plots(lb: dict[str, Any], out_dir: Path, plt: Any) -> dict[str, Path]:
+    plots_dir = out_dir / PLOTS_DIR
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    meta = {"Software": None}
+
+    # accuracy vs reasoning quality
+    rub, hyb = _plot_points(lb)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, pts, xlabel, scale in ((axes[0], rub, "MMAR-Rubrics score (0-100)", 1.0),
+                                   (axes[1], hyb, "mean hybrid reasoning reward (0-1)", 1.0)):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        if not pts:
+            ax.text(0.5, 0.5, "no scores of this kind\nin these runs or sources", ha="center", va="center",
+                    transform=ax.transAxes, color="#777")
+            ax.set_xticks([])
+            continue
+        for i, (label, x, y, kind) in enumerate(pts):
+            color = colors[i % len(colors)]
+            if kind == "measured":
+                ax.scatter([x * scale], [y], s=60, color=color, edgecolor="black", linewidth=0.6, zorder=3,
+                           label=label)
+            else:
+                ax.scatter([x * scale], [y], s=60, facecolor="none", edgecolor=color, linewidth=1.6, zorder=3,
+                           label=f"{label} (reported)")
+            ax.annotate(str(i + 1), (x * scale, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
+                        color=color)
+        xs = [p[1] * scale for p in pts]
+        ys = [p[2] for p in pts]
+        padx = max(0.05 * (max(xs) - min(xs)), 0.02 if scale == 1.0 and max(xs) <= 1.0 else 1.0)
+        pady = max(0.08 * (max(ys) - min(ys)), 1.0)
+        ax.set_xlim(min(xs) - padx, max(xs) + padx)
+        ax.set_ylim(min(ys) - pady, max(ys) + pady * 3)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, [f"{i + 1}: {lab}" for i, lab in enumerate(labels)], fontsize=7, loc="upper left",
+                  framealpha=0.9)
+    axes[0].set_title("Accuracy vs MMAR-Rubrics")
+    axes[1].set_title("Accuracy vs hybrid reasoning reward")
+    fig.tight_layout()
+    path = plots_dir / "accuracy-vs-reasoning.png"
+    fig.savefig(path, dpi=110, metadata=meta)
+    plt.close(fig)
+    written["accuracy-vs-reasoning"] = path
+
+    # per-category bars
+    for tab in lb["category_tables"]:
+        keys = tab["keys"]
+        rows = tab["rows"]
+        width = 0.8 / max(1, len(rows))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * len(keys) * max(1, len(rows)) ** 0.5), 4.4))
+        for j, row in enumerate(rows):
+            m = lb["measured"][row["measured"]]
+            k = m["tasks"][row["task"]]["repeats"]
+            vals = [(row["values"].get(c) or {}).get("mean") for c in keys]
+            errs = [((row["values"].get(c) or {}).get("std") or 0.0) if k > 1 else 0.0 for c in keys]
+            xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(keys))]
+            ax.bar([x for x, v in zip(xs, vals) if v is not None], [v for v in vals if v is not None], width,
+                   yerr=[e for e, v in zip(errs, vals) if v is not None] if k > 1 else None, capsize=3,
+                   label=f"{m['name']} ({m['run']}){_main_marker(lb, row)}", color=colors[j % len(colors)],
+                   edgecolor="black", linewidth=0.4)
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, rotation=25 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center",
+                           fontsize=8)
+        ax.set_ylim(0, 100 + 9 * (1 + (len(rows) - 1) // 3))
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{tab['title']} (measured)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", ncol=min(3, len(rows)), framealpha=0.9)
+        fig.tight_layout()
+        name = f"categories-{tab['family']}-{tab['field']}"
+        path = plots_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, metadata=meta)
+        plt.close(fig)
+        written[name] = path
+    return written
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# Write everything
+
+
+def write_all(lb: dict[str, Any], out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    pngs: dict[str, Path] = {}
+    if plots:
+        pngs = render_plots(lb, out)
+        written.update({f"plot:{k}": v for k, v in pngs.items()})
+    lb["plots"] = {k: f"{PLOTS_DIR}/{v.name}" for k, v in pngs.items()}
+    lb["plot_renderer"] = plot_renderer() if pngs else None
+    for name, text in ((JSON_FILE, render_json(lb)), (MD_FILE, render_markdown(lb)), (CSV_FILE, render_csv(lb)),
+                       (HTML_FILE, render_html(lb, {k: data_uri(v) for k, v in pngs.items()}))):
+        p = out / name
+        p.write_text(text, encoding="utf-8")
+        written[name] = p
+    return written

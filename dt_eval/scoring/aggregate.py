@@ -1,0 +1,174 @@
+"""From per-sample records to per-task results: the official breakdown on extracted answers,
+the official number without extraction beside it, and statistics over repeats.
+
+Everything here is recomputed from samples.jsonl alone, so reports and leaderboards can verify
+a run without its data or model.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dt_eval import __version__
+from dt_eval.scoring.counts import sample_counts
+from dt_eval.scoring.submission import ScoreReport, extracted_prediction, score_records
+from dt_eval.tasks.config import TaskConfig, load_task
+from dt_eval.types import Extraction
+
+
+def submission_records(cfg: TaskConfig, samples: Sequence[dict[str, Any]], answers: str = "raw") -> list[dict[str, Any]]:
+    """Official submission records (metadata + prediction key) in benchmark order.
+
+    answers="raw": the model's post-reasoning output, as a submission without extraction holds it.
+    answers="extracted": the extracted final answer (what dt-eval's headline number scores).
+    """
+    out = []
+    for s in sorted(samples, key=lambda s: s["index"]):
+        rec = dict(s["meta"])
+        if answers == "extracted":
+            rec[cfg.prediction_key] = extracted_prediction(cfg, Extraction(**(s.get("extracted") or _UNPARSED)))
+        else:
+            rec[cfg.prediction_key] = s.get("prediction") or ""
+        out.append(rec)
+    return out
+
+
+_UNPARSED = {"reasoning": None, "answer_text": None, "unparsed": True}
+
+
+def score_one(cfg: TaskConfig, meta: dict[str, Any], prediction: str) -> bool | None:
+    """One submission record through the same official scorer the aggregate uses.
+    None when the scorer leaves it out (MMSU wrong-format responses)."""
+    rep = score_records(cfg, [{**meta, cfg.prediction_key: prediction}], invalid="exclude")
+    return rep.items[0].correct if rep.items else None
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return 0.0, 0.0
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_items: int | None = None) -> dict[str, Any]:
+    samples = list(samples)
+    by_repeat: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        by_repeat[s["repeat"]].append(s)
+    repeats = []
+    reports: dict[int, ScoreReport] = {}
+    for r in sorted(by_repeat):
+        group = by_repeat[r]
+        if not cfg.answers_available:
+            repeats.append(sample_counts(group) | {"repeat": r})
+            continue
+        # items the official scorer cannot score stay out of the denominator, counted as data errors
+        scorable = [s for s in group if not s.get("data_error")]
+        report = score_records(cfg, submission_records(cfg, scorable, "extracted"), invalid="exclude")
+        raw = score_records(cfg, submission_records(cfg, scorable, "raw"), invalid="exclude")
+        reports[r] = report
+        counts = sample_counts(group)
+        data_errors = counts.pop("data_error_items") + report.invalid
+        repeats.append(
+            {
+                "repeat": r,
+                "accuracy": report.accuracy,
+                "correct": report.overall.correct,
+                "total": report.overall.total,
+                "accuracy_official_raw": raw.accuracy,
+                "correct_official_raw": raw.overall.correct,
+                "breakdowns": report.to_json()["breakdowns"],
+                "official_lines": report.official_lines(),
+                "invalid_records": report.invalid,
+            }
+            | counts
+            | {"data_errors": len(data_errors), "data_error_items": data_errors}
+        )
+    out: dict[str, Any] = {
+        "task": cfg.name,
+        "task_version": cfg.version,
+        "scorer": cfg.scorer,
+        "answers_available": cfg.answers_available,
+        "samples": len(samples),
+        "items": len({s["id"] for s in samples}),
+        "expected_items": expected_items,
+        "repeats": repeats,
+    }
+    if cfg.answers_available and repeats:
+        accs = [r["accuracy"] for r in repeats]
+        raws = [r["accuracy_official_raw"] for r in repeats]
+        out["accuracy_mean"], out["accuracy_std"] = _mean_std(accs)
+        out["accuracy_official_raw_mean"], out["accuracy_official_raw_std"] = _mean_std(raws)
+        if len(repeats) > 1:
+            out |= _pass_and_vote(cfg, by_repeat)
+    out["complete"] = expected_items is None or all(
+        len(by_repeat[r]) >= expected_items for r in by_repeat
+    )
+    return out
+
+
+def _answer_key(s: dict[str, Any]) -> str | None:
+    ext = s.get("extracted") or {}
+    if s.get("error") or ext.get("unparsed") or ext.get("ambiguous"):
+        return None
+    if ext.get("matched_choice") is not None:
+        return f"#{ext['matched_choice']}"
+    return " ".join((ext.get("answer_text") or "").casefold().split()) or None
+
+
+def _pass_and_vote(cfg: TaskConfig, by_repeat: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    per_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(by_repeat):
+        for s in by_repeat[r]:
+            if not s.get("data_error"):  # out of every denominator, like the accuracy's
+                per_item[s["id"]].append(s)
+    k = len(by_repeat)
+    passed = voted = 0
+    for runs in per_item.values():
+        passed += any(s.get("correct") for s in runs)
+        keys = [_answer_key(s) for s in runs]
+        counts = Counter(x for x in keys if x is not None)
+        if not counts:
+            continue  # every repeat unparsed or failed: no vote, wrong
+        best = max(counts.values())
+        # ties go to the answer given first, so the vote is deterministic
+        winner = next(x for x in keys if x is not None and counts[x] == best)
+        voted += bool(next(s for s, x in zip(runs, keys) if x == winner).get("correct"))
+    n = len(per_item)
+    return {
+        f"pass_at_{k}": passed / n * 100 if n else 0.0,
+        "majority_vote_accuracy": voted / n * 100 if n else 0.0,
+        "k": k,
+    }
+
+
+def fmt_mean_std(mean: float, std: float, k: int) -> str:
+    return f"{mean:.2f}" if k <= 1 or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def compute_results(config: dict[str, Any], samples) -> dict[str, Any]:
+    """results.json: per-task aggregates recomputed from the sample records."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_task.setdefault(s["task"], []).append(s)
+    tasks_cfg = config.get("tasks", {})
+    out = {"dt_eval_version": __version__, "model": config.get("identity", {}).get("model"), "tasks": {}}
+    for name, group in by_task.items():
+        info = tasks_cfg.get(name, {})
+        if info.get("kind") == "lm-eval":  # scored by lm-eval itself
+            from dt_eval.integrations.lmeval.results import lm_eval_task_results
+
+            out["tasks"][name] = lm_eval_task_results(name, group, info)
+            continue
+        cfg = load_task(name)
+        expected = info.get("items")
+        res = task_results(cfg, group, expected_items=expected)
+        res["data_sha256"] = info.get("sha256")
+        res["data_version_label"] = info.get("version_label")
+        out["tasks"][name] = res
+    return out

@@ -1,0 +1,89 @@
+"""Official submission files from a run's per-sample records.
+
+The official scripts run on these files print exactly the numbers dt-eval reports:
+answers="extracted" reproduces dt-eval's accuracy, answers="raw" its official raw number.
+The layout follows the file name the way the official script's reader does (a .json file is one
+JSON array, a .jsonl file JSON lines); a name that reader cannot load is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dt_eval.scoring.aggregate import submission_records
+from dt_eval.scoring.submission import SubmissionError, file_layout
+from dt_eval.storage.rundir import latest_by_key, read_samples
+from dt_eval.tasks.config import load_task
+
+RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 characters
+# The MMAR-Rubrics scorer loads a .json file with json.load and other names as JSON lines.
+RUBRICS_READER = "json_or_jsonl"
+
+# Key order of the official MMSU inference script's output lines.
+MMSU_KEYS = ["id", "audio_path", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer_gt",
+             "response", "task_name", "category", "sub-category", "sub-sub-category", "linguistics_sub_discipline"]
+
+
+class ExportError(ValueError):
+    pass
+
+
+def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "official", answers: str = "extracted",
+               repeat: int = 0) -> int:
+    run_dir, out = Path(run_dir), Path(out)
+    if fmt not in ("official", "rubrics"):
+        raise ExportError(f"--format must be official or rubrics, not {fmt!r}")
+    if answers not in ("extracted", "raw"):
+        raise ExportError(f"--answers must be extracted or raw, not {answers!r}")
+    cfg = load_task(task)
+    if fmt not in cfg.export_formats:
+        raise ExportError(f"{task} has no {fmt} export (available: {', '.join(cfg.export_formats)})")
+    as_lines = _as_json_lines(task, RUBRICS_READER if fmt == "rubrics" else cfg.submission_reader, out)
+    records, _ = read_samples(run_dir)
+    samples = [s for s in latest_by_key(records).values() if s["task"] == task and s["repeat"] == repeat]
+    if not samples:
+        raise ExportError(f"{run_dir}: no samples of task {task} (repeat {repeat})")
+    subs = submission_records(cfg, samples, answers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "rubrics":
+        by_index = sorted(samples, key=lambda s: s["index"])
+        rows = [
+            {
+                "id": s["id"],
+                "thinking_prediction": (s.get("reasoning_text") or "")[:RUBRICS_THINKING_LIMIT],
+                "answer_prediction": sub[cfg.prediction_key],
+            }
+            for s, sub in zip(by_index, subs)
+        ]
+    elif cfg.scorer == "mmsu_official":
+        rows = [{k: r.get(k) for k in MMSU_KEYS if k in r or k == "response"} for r in subs]
+    else:
+        rows = subs
+    if as_lines:
+        _write_jsonl(out, rows)
+    else:
+        out.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(subs)
+
+
+def _as_json_lines(task: str, reader: str, out: Path) -> bool:
+    """Whether `out` must hold JSON lines (else one JSON array) for the official reader to load it.
+    A name that says the other layout is refused even where the reader ignores names."""
+    try:
+        lines = file_layout(reader, out.name) == "lines"
+    except SubmissionError as e:
+        raise ExportError(f"{task}: {e}; not {out.name}") from None
+    if lines and out.name.endswith(".json"):
+        raise ExportError(f"{task}: the official script reads JSON lines only; name the file .jsonl, not {out.name}")
+    if not lines and out.name.endswith(".jsonl"):
+        raise ExportError(f"{task}: the official script reads the file as one JSON document (json.load) whatever "
+                          f"its name; name it .json, not {out.name}")
+    return lines
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
