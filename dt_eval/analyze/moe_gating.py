@@ -312,7 +312,8 @@ def _prompt_settings(responses: RunData | None, tasks: list[str], model: str, pr
 
     ident = (responses.config.get("identity") or {}) if responses else {}
     if ident.get("prompt"):
-        return PromptSettings(**ident["prompt"]), ident.get("audio_window_s")
+        known = set(PromptSettings.__dataclass_fields__)
+        return PromptSettings(**{k: v for k, v in ident["prompt"].items() if k in known}), ident.get("audio_window_s")
     opts = options_from_preset(tasks=tasks, model=model, backend="hf", preset=preset, thinking=thinking)
     return opts.prompt, opts.audio_window_s
 
