@@ -224,3 +224,81 @@ def test_one_model_in_memory_at_a_time(qwen3, bench, responses, tmp_path, monkey
            output=tmp_path / "mem", data_dirs={"mmar": str(bench)}, responses=responses, plots=False)
     gc.collect()
     assert alive_at_load == [0, 0, 0] and all(r() is None for r in refs)
+
+
+def test_inputs_through_a_real_audio_processor(tiny_model_dir, bench):
+    """The processor path (Qwen2-Audio's processor: what a Qwen3-Omni checkpoint uses where its
+    processor loads): audio placeholders expanded by the processor become the audio segment, and
+    the response pieces keep their own token counts."""
+    import soundfile as sf
+    from transformers import AutoConfig, AutoTokenizer
+
+    from dt_eval.analyze.inputs import SEGMENTS, InputBuilder, split_response
+    from dt_eval.audio import load_audio
+    from dt_eval.data import load_task_data
+    from dt_eval.prompts import build_messages
+    from dt_eval.taskconfig import load_task
+
+    builder = InputBuilder(str(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir))
+    assert builder.processor is not None and builder.notes == []
+    cfg = load_task("mmar")
+    item = load_task_data(cfg, bench).items[0]
+    messages, kwargs = build_messages(cfg, item, PromptSettings())
+    audio = load_audio(item.audio, builder.sampling_rate).audio.array
+    reasoning, answer = split_response(REASONING + ANSWER)
+    assert (reasoning, answer) == (REASONING, ANSWER)
+    enc = builder.encode(messages, kwargs, audio, reasoning, answer)
+    counts = {s: int((enc.segments == i).sum()) for i, s in enumerate(SEGMENTS)}
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert counts["reasoning"] == len(tok(REASONING, add_special_tokens=False)["input_ids"])
+    assert counts["answer"] == len(tok(ANSWER, add_special_tokens=False)["input_ids"])
+    seconds = sf.info(item.audio.path).duration
+    assert abs(counts["audio"] - 25 * seconds) <= 2, (counts, seconds)  # Qwen2-Audio: 25 frames/s
+    assert enc.inputs["input_ids"].shape[1] == len(enc.segments) and "input_features" in enc.inputs
+
+
+def test_an_item_failing_part_way_leaves_no_trace(tmp_path):
+    """A forward that fails after some layers ran (e.g. out of memory) is undone: the cache rows
+    and expert load of the other items are exactly as if it never started."""
+    from dt_eval.analyze.moe_gating import BaseRecorder, _Accumulator, _BaseCache
+
+    n_layers, n_exp, t = 3, 4, 5
+    rng = torch.Generator().manual_seed(0)
+    logits = {key: [torch.randn(t, n_exp, generator=rng) for _ in range(n_layers)] for key in "ABC"}
+    seg = np.array([0, 1, 1, 2, 3], dtype=np.int8)
+
+    def run(keys, fail=None):
+        cache = _BaseCache(tmp_path / f"c{len(keys)}{fail}", n_layers, n_exp, "float16")
+        rec = BaseRecorder(cache, _Accumulator(n_layers, n_exp, "cpu", []), 2, "float16", "cpu")
+        for key in keys:
+            rec.start(key, seg, key)
+            for pos, x in enumerate(logits[key][: 1 if key == fail else n_layers]):
+                rec.on_layer(pos, x)
+            if key == fail:
+                rec.drop(key)
+        cache.finish()
+        return cache, rec.acc
+
+    clean_cache, clean = run("AC")
+    cache, acc = run("ABC", fail="B")
+    assert list(cache.index) == ["A", "C"] and cache.path.stat().st_size == clean_cache.path.stat().st_size
+    for key in "AC":
+        for pos in range(n_layers):
+            assert np.array_equal(cache.rows(key, pos), clean_cache.rows(key, pos))
+    assert torch.equal(acc.load, clean.load) and torch.equal(acc.tokens, clean.tokens)
+
+
+def test_a_bad_clip_is_skipped_and_counted(bench, responses, tmp_path):
+    import shutil
+
+    from dt_eval.devtools.tiny_moe import build_tiny_moe
+
+    bad = tmp_path / "bench"
+    shutil.copytree(bench, bad)
+    clip = sorted((bad / "audio").glob("*.wav"))[0]
+    clip.write_bytes(b"")  # an empty file: the item cannot be used
+    omni = build_tiny_moe(tmp_path / "omni", "qwen3_omni_thinker", layers=2, experts=4, top_k=2)
+    res = gating(str(omni), [str(omni)], ["mmar"], output=tmp_path / "o", data_dirs={"mmar": str(bad)},
+                 responses=responses, plots=False)
+    assert res["items"]["used"] == N_ITEMS - 1 and res["items"]["skipped"] == {"audio error": 1}
+    assert res["tuned"][0]["segments"]["all"]["jsd"] == [0.0, 0.0]

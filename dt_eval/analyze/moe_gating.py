@@ -137,6 +137,15 @@ class _BaseCache:
     def start_item(self, key: str, tokens: int, dig: str) -> None:
         self.index[key] = (self._size, tokens, dig)
 
+    def drop_item(self, key: str) -> None:
+        """Forget an item whose forward failed part-way: its rows are cut off the file."""
+        if key in self.index:
+            off = self.index.pop(key)[0]
+            self._f.flush()
+            self._f.truncate(off * self.dtype.itemsize)
+            self._f.seek(off * self.dtype.itemsize)
+            self._size = off
+
     def finish(self) -> None:
         self._f.close()
         self._mm = np.memmap(self.path, dtype=self.dtype, mode="r") if self._size else np.zeros(0, self.dtype)
@@ -161,12 +170,21 @@ class BaseRecorder:
         self.cache, self.acc, self.k, self.device = cache, acc, top_k, device
         self.store = getattr(torch, store_dtype)
         self.seg: Any = None
+        self._before: tuple[str, Any, Any] | None = None
 
     def start(self, key: str, segments: np.ndarray, dig: str) -> None:
         import torch
 
         self.seg = torch.from_numpy(segments.astype(np.int64)).to(self.device)
         self.cache.start_item(key, len(segments), dig)
+        self._before = (key, self.acc.load.clone(), self.acc.tokens.clone())
+
+    def drop(self, key: str) -> None:
+        """Undo an item that failed part-way: its cache rows and its share of the expert load."""
+        self.cache.drop_item(key)
+        if self._before is not None and self._before[0] == key:
+            self.acc.load.copy_(self._before[1])
+            self.acc.tokens.copy_(self._before[2])
 
     def on_layer(self, pos: int, logits: Any) -> None:
         import torch
@@ -198,6 +216,9 @@ class TunedComparer:
         self.digests.append(dig)
         self.seg = torch.from_numpy(segments.astype(np.int64)).to(self.device)
         self.key = key
+
+    def drop(self, key: str) -> None:  # never called: a tuned pass stops on an item error
+        raise AssertionError(key)
 
     def on_layer(self, pos: int, logits: Any) -> None:
         import torch
@@ -247,23 +268,31 @@ def _route_items(model: Any, routers: list, builder: InputBuilder, items: list[I
 
     target = forward_target(model)
     done: list[str] = []
+    first_errors: dict[str, str] = {}
     t0, last = time.monotonic(), time.monotonic()
     with RouterTap(routers, hook.on_layer) as tap, torch.inference_mode():
         for i, it in enumerate(items):
-            audio = None
-            if builder.takes_audio and it.audio is not None:
-                try:
+            try:
+                audio = None
+                if builder.takes_audio:
+                    if it.audio is None:
+                        raise AudioError("the item has no audio")
                     audio = load_audio(it.audio, audio_rate, window_s).audio.array
-                except AudioError as e:
-                    if skipped is None:
-                        raise AnalyzeError(f"{it.key}: {e} (it loaded in the base pass)") from None
-                    skipped["audio error"] = skipped.get("audio error", 0) + 1
-                    continue
-            enc = builder.encode(it.messages, it.template_kwargs, audio, it.reasoning, it.answer)
-            hook.start(it.key, enc.segments, enc.digest)
-            inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.inputs.items()}
-            tap.reset()
-            target(**inputs, use_cache=False)
+                enc = builder.encode(it.messages, it.template_kwargs, audio, it.reasoning, it.answer)
+                hook.start(it.key, enc.segments, enc.digest)
+                inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.inputs.items()}
+                tap.reset()
+                target(**inputs, use_cache=False)
+            except (AudioError, ValueError, RuntimeError) as e:  # one item's problem (a bad clip, OOM)
+                if skipped is None or isinstance(e, AnalyzeError):  # tuned pass: items must match the base's
+                    raise AnalyzeError(f"{label}: {it.key}: {type(e).__name__}: {e}") from e
+                hook.drop(it.key)
+                why = "audio error" if isinstance(e, AudioError) else f"model input or forward error ({type(e).__name__})"
+                skipped[why] = skipped.get(why, 0) + 1
+                if why not in first_errors:
+                    first_errors[why] = f"{it.key}: {e}"
+                    say(f"  {label}: skipped {it.key}: {type(e).__name__}: {e}")
+                continue
             if any(c != 1 for c in tap.calls):
                 raise AnalyzeError(f"{label}: routers fired {tap.calls} times in one forward (expected once "
                                    "each); this model layout is not supported")
