@@ -73,7 +73,8 @@ def _shown(t):
     return {s: v for s, v in t["segments"].items() if v["tokens"]}
 
 
-@pytest.mark.parametrize("family", ["qwen3_moe", "qwen2_moe", "mixtral"])
+# qwen3_omni: the full Qwen3-Omni-MoE class (thinker inside, no talker), with audio
+@pytest.mark.parametrize("family", ["qwen3_moe", "qwen2_moe", "mixtral", "qwen3_omni"])
 def test_router_change_in_top_two_layers_and_expert_change_below(family, bench, responses, tmp_path, qwen3):
     torch.set_num_threads(1)
     m = qwen3 if family == "qwen3_moe" else _models(tmp_path / "models", family)
@@ -85,7 +86,9 @@ def test_router_change_in_top_two_layers_and_expert_change_below(family, bench, 
     assert top2["router_weight_change"][:2] == [0.0, 0.0]
     assert all(0.4 < x < 0.6 for x in top2["router_weight_change"][2:])  # the 0.5 relative noise
     segs = _shown(top2)
-    assert set(segs) == {"prompt", "reasoning", "answer", "all"}  # text-only model: no audio segment
+    audio = {"audio"} if family == "qwen3_omni" else set()  # a text-only model has no audio segment
+    assert set(segs) == {"prompt", "reasoning", "answer", "all"} | audio
+    assert res["base"]["family"] == {"qwen3_omni": "qwen3_omni_moe"}.get(family, family)
     for name, v in segs.items():
         assert v["jsd"][:2] == [0.0, 0.0] and v["jaccard"][:2] == [1.0, 1.0], name
         assert all(x > 1e-3 for x in v["jsd"][2:]), (name, v["jsd"])

@@ -63,6 +63,7 @@ def gating_cmd(
     divergence of the router distributions, top-k Jaccard, expert-load entropy and its change.
     One model in memory at a time; the base's router distributions are cached on disk."""
     from ..cli import _data_dirs
+    from ..taskconfig import UnknownTaskError
     from .runs import AnalyzeError
 
     tuned_list = _csv(tuned)
@@ -80,11 +81,11 @@ def gating_cmd(
     except ImportError as e:
         _fail(f"the gating analysis needs torch and transformers: pip install 'dt-eval[hf]' ({e})")
         return
-    except (AnalyzeError, NotMoEError) as e:
+    except (AnalyzeError, NotMoEError, UnknownTaskError) as e:
         _fail(str(e))
         return
-    except ValueError as e:  # a bad task name, missing data, a checkpoint transformers cannot read
-        _fail(str(e))
+    except (ValueError, OSError) as e:  # missing data, a checkpoint transformers cannot find or read
+        _fail(f"{type(e).__name__}: {e}")
         return
     typer.echo(gating_markdown(result))
     typer.echo(f"wrote {output / 'gating.json'}", err=True)

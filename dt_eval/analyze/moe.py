@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# model_type -> (how the family routes, what was tested). All route by softmax over the router
-# logits, then top-k; the "router distribution" of a token is that softmax.
+# model_type -> what was tested. All route by softmax over the router logits, then top-k; the
+# "router distribution" of a token is that softmax.
 FAMILIES: dict[str, str] = {
     "qwen3_moe": "tested (tiny model built offline)",
     "qwen2_moe": "tested (tiny model built offline; the shared expert's sigmoid gate is not a router and is left out)",
     "mixtral": "tested (tiny model built offline)",
-    "qwen3_omni_moe_thinker": "tested (tiny thinker with a real audio encoder, built offline)",
-    "qwen3_omni_moe": "the thinker of the full model; same modules as qwen3_omni_moe_thinker (loading the full checkpoint not tested)",
+    "qwen3_omni_moe_thinker": "tested (tiny thinker with a real Whisper-style audio encoder, built offline)",
+    "qwen3_omni_moe": "tested: the thinker of the full model class (tiny, built offline without the talker)",
 }
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 

@@ -5,7 +5,9 @@ and benchmarks/analyze_speed.py.
   ``qwen3_moe``, ``qwen2_moe``, ``mixtral`` (text only) or ``qwen3_omni_thinker`` (the
   Qwen3-Omni-MoE thinker: real Whisper-style audio encoder + MoE language model; saved with its
   tokenizer and feature extractor, no multimodal processor: that one needs torchvision, and
-  dt_eval.analyze builds the same inputs from the tokenizer and feature extractor).
+  dt_eval.analyze builds the same inputs from the tokenizer and feature extractor), or
+  ``qwen3_omni``: the full Qwen3-Omni-MoE model class holding that thinker, without the talker
+  (``enable_audio_output=False``), as a full checkpoint is loaded for the analysis.
 * :func:`perturb` -- a "tuned" copy with chosen layers' router weights and/or expert weights
   changed, everything else bit-identical.
 
@@ -25,7 +27,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-FAMILIES = ("qwen3_moe", "qwen2_moe", "mixtral", "qwen3_omni_thinker")
+FAMILIES = ("qwen3_moe", "qwen2_moe", "mixtral", "qwen3_omni_thinker", "qwen3_omni")
 OMNI_TOKENS = ("<|audio_start|>", "<|audio_end|>", "<|audio_pad|>", "<|vision_start|>", "<|vision_end|>",
                "<|image_pad|>", "<|video_pad|>")
 #: Qwen3-Omni-style chat template: the audio part is <|audio_start|><|audio_pad|><|audio_end|>,
@@ -49,7 +51,7 @@ def _tokenizer(family: str):
     from .tiny_qwen2audio import CHAT_TEMPLATE, _build_tokenizer
 
     tok = _build_tokenizer()
-    if family == "qwen3_omni_thinker":
+    if family.startswith("qwen3_omni"):
         tok.add_tokens(list(OMNI_TOKENS), special_tokens=True)
         tok.chat_template = OMNI_CHAT_TEMPLATE
     else:
@@ -77,6 +79,11 @@ def _config(family: str, vocab: int, layers: int, experts: int, top_k: int, hidd
         from transformers import MixtralConfig
 
         return MixtralConfig(**text, num_local_experts=experts, num_experts_per_tok=top_k)
+    if family == "qwen3_omni":
+        from transformers import Qwen3OmniMoeConfig
+
+        thinker = _config("qwen3_omni_thinker", vocab, layers, experts, top_k, hidden, tok)
+        return Qwen3OmniMoeConfig(thinker_config=thinker.to_dict(), enable_audio_output=False)
     if family == "qwen3_omni_thinker":
         from transformers import Qwen3OmniMoeThinkerConfig
 
@@ -105,7 +112,8 @@ def _model_class(family: str):
 
     return getattr(transformers, {
         "qwen3_moe": "Qwen3MoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM", "mixtral": "MixtralForCausalLM",
-        "qwen3_omni_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration"}[family])
+        "qwen3_omni_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration",
+        "qwen3_omni": "Qwen3OmniMoeForConditionalGeneration"}[family])
 
 
 def build_tiny_moe(out_dir: str | Path, family: str = "qwen3_moe", layers: int = 4, experts: int = 8,
@@ -130,11 +138,12 @@ def build_tiny_moe(out_dir: str | Path, family: str = "qwen3_moe", layers: int =
     with torch.no_grad():
         for r in discover_routers(model):
             r.module.weight.copy_(torch.randn(r.module.weight.shape, generator=gen) * std)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    if family == "qwen3_omni_thinker":
+    if family.startswith("qwen3_omni"):
         from transformers import WhisperFeatureExtractor
 
         WhisperFeatureExtractor(feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=30,
@@ -155,7 +164,7 @@ def perturb(src: str | Path, dst: str | Path, routers: Sequence[int] = (), exper
     the top. Everything else is saved unchanged."""
     import torch
 
-    from dt_eval.analyze.moe import discover_routers, load_model
+    from dt_eval.analyze.moe import discover_routers, load_model, routed_root
 
     src, dst = Path(src), Path(dst)
     model = load_model(str(src), "cpu", torch.float32)
@@ -166,7 +175,7 @@ def perturb(src: str | Path, dst: str | Path, routers: Sequence[int] = (), exper
         noise = torch.randn(p.shape, generator=gen)
         p.add_(noise * (scale * p.norm() / noise.norm()))
 
-    modules = dict(model.named_modules())
+    modules = dict(routed_root(model).named_modules())  # router names are relative to it
     with torch.no_grad():
         for i in _resolve(routers, len(found)):
             shake(found[i].module.weight)
