@@ -70,9 +70,13 @@ def gating_cmd(
     if thinking not in ("on", "off"):
         _fail("--thinking must be on or off")
     try:
+        from transformers.utils import logging as hf_logging
+
         from .moe import NotMoEError
         from .moe_gating import gating
         from .tables import gating_markdown
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint: our own lines say more
 
         result = gating(base, tuned_list, _csv([tasks]) if tasks else None, output=output, limit=limit,
                         data_dirs=_data_dirs(data_dir), responses=responses, repeat=repeat, device=device,
