@@ -66,8 +66,8 @@ def main() -> int:
     import torch
 
     from dt_eval.analyze.moe import RouterTap, discover_routers, forward_target, load_model
-    from dt_eval.analyze.moe_gating import (TOKEN_MEASURES, BaseRecorder, TunedComparer, _Accumulator, _BaseCache,
-                                            _device_dtype)
+    from dt_eval.analyze.moe_gating import _device_dtype
+    from dt_eval.analyze.routing_stats import TOKEN_MEASURES, Accumulator, BaseCache, BaseRecorder, TunedComparer
     from dt_eval.devtools.tiny_moe import build_tiny_moe
 
     dev, dtype = _device_dtype(a.device, a.dtype)
@@ -86,9 +86,9 @@ def main() -> int:
         mask = torch.ones_like(ids)
         segments = np.repeat(np.arange(4, dtype=np.int8), -(-a.tokens // 4))[: a.tokens]
         n, e, k = len(routers), routers[0].n_experts, routers[0].top_k
-        cache = _BaseCache(Path(tmp) / "cache", n, e, "float16")
-        base_acc = _Accumulator(n, e, dev, [])
-        tuned_acc = _Accumulator(n, e, dev, list(TOKEN_MEASURES))
+        cache = BaseCache(Path(tmp) / "cache", n, e, "float16")
+        base_acc = Accumulator(n, e, dev, [])
+        tuned_acc = Accumulator(n, e, dev, list(TOKEN_MEASURES))
         recorder = BaseRecorder(cache, base_acc, k, "float16", dev)
         comparer = TunedComparer(cache, tuned_acc, k, "float16", dev, list(TOKEN_MEASURES))
 

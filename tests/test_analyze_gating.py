@@ -263,7 +263,7 @@ def test_inputs_through_a_real_audio_processor(tiny_model_dir, bench):
 def test_an_item_failing_part_way_leaves_no_trace(tmp_path):
     """A forward that fails after some layers ran (e.g. out of memory) is undone: the cache rows
     and expert load of the other items are exactly as if it never started."""
-    from dt_eval.analyze.moe_gating import BaseRecorder, _Accumulator, _BaseCache
+    from dt_eval.analyze.routing_stats import Accumulator, BaseCache, BaseRecorder
 
     n_layers, n_exp, t = 3, 4, 5
     rng = torch.Generator().manual_seed(0)
@@ -271,8 +271,8 @@ def test_an_item_failing_part_way_leaves_no_trace(tmp_path):
     seg = np.array([0, 1, 1, 2, 3], dtype=np.int8)
 
     def run(keys, fail=None):
-        cache = _BaseCache(tmp_path / f"c{len(keys)}{fail}", n_layers, n_exp, "float16")
-        rec = BaseRecorder(cache, _Accumulator(n_layers, n_exp, "cpu", []), 2, "float16", "cpu")
+        cache = BaseCache(tmp_path / f"c{len(keys)}{fail}", n_layers, n_exp, "float16")
+        rec = BaseRecorder(cache, Accumulator(n_layers, n_exp, "cpu", []), 2, "float16", "cpu")
         for key in keys:
             rec.start(key, seg, key)
             for pos, x in enumerate(logits[key][: 1 if key == fail else n_layers]):

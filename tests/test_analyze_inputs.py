@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dt_eval.analyze.inputs import split_response
-from dt_eval.analyze.moe_gating import load_entropy_bits
+from dt_eval.analyze.routing_stats import load_entropy_bits
 
 
 @pytest.mark.parametrize("output, reasoning, want", [
