@@ -51,7 +51,9 @@ def _audio_token_id(config: Any) -> int | None:
 def _omni_audio_tokens(config: Any):
     """Qwen3-Omni: audio placeholders per clip from the feature-mask length (transformers' own
     function, so the count is the processor's)."""
-    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths
+    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import (
+        _get_feat_extract_output_lengths,
+    )
 
     thinker = getattr(config, "thinker_config", config)
     n_window = getattr(getattr(thinker, "audio_config", None), "n_window", 50)

@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 
 from dt_eval.analyze.inputs import SEGMENTS, InputBuilder, split_response
-from dt_eval.analyze.routing_stats import TOKEN_MEASURES, Accumulator, BaseCache, BaseRecorder, TunedComparer, load_entropy_bits
+from dt_eval.analyze.routing_stats import (
+    TOKEN_MEASURES,
+    Accumulator,
+    BaseCache,
+    BaseRecorder,
+    TunedComparer,
+    load_entropy_bits,
+)
 from dt_eval.analyze.runs import AnalyzeError, RunData, load_run
 
 FORMAT = "dt-eval-gating/1"
@@ -85,8 +92,8 @@ def _route_items(model: Any, routers: list, builder: InputBuilder, items: list[I
     """Forward every item once with the router hooks on; returns the keys routed in order."""
     import torch
 
-    from dt_eval.audio import AudioError, load_audio
     from dt_eval.analyze.moe import RouterTap, forward_target
+    from dt_eval.pipeline.audio import AudioError, load_audio
 
     target = forward_target(model)
     done: list[str] = []
@@ -158,8 +165,8 @@ def _segments_view(acc: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray
 
 def _prompt_settings(responses: RunData | None, tasks: list[str], model: str, preset: str | None, thinking: str):
     """The run's own prompt settings when teacher-forcing its responses, else the family preset's."""
-    from dt_eval.prompts import PromptSettings
-    from dt_eval.settings import options_from_preset
+    from dt_eval.config import options_from_preset
+    from dt_eval.tasks.prompts import PromptSettings
 
     ident = (responses.config.get("identity") or {}) if responses else {}
     if ident.get("prompt"):
@@ -171,9 +178,9 @@ def _prompt_settings(responses: RunData | None, tasks: list[str], model: str, pr
 
 def collect_items(tasks: list[str], data_dirs: dict[str, str], limit: int | None, settings: Any,
                   responses: RunData | None, repeat: int, skipped: dict[str, int]) -> list[Item]:
-    from dt_eval.data import load_task_data
-    from dt_eval.prompts import PromptError, build_messages
-    from dt_eval.taskconfig import load_task
+    from dt_eval.tasks.config import load_task
+    from dt_eval.tasks.data import load_task_data
+    from dt_eval.tasks.prompts import PromptError, build_messages
 
     items: list[Item] = []
     for name in tasks:
@@ -253,7 +260,14 @@ def gating(base: str, tuned: list[str], tasks: list[str] | None = None, *, outpu
     """Compare the routing of `tuned` checkpoints with `base` (see the module docstring); writes
     gating.json, gating.md and plots into `output` and returns the gating.json data. Without
     `tasks` only the router-weight change is computed."""
-    from dt_eval.analyze.moe import check_moe, discover_routers, family_note, n_decoder_layers, relative_change, router_weights
+    from dt_eval.analyze.moe import (
+        check_moe,
+        discover_routers,
+        family_note,
+        n_decoder_layers,
+        relative_change,
+        router_weights,
+    )
 
     say = say or (lambda m: print(m, file=sys.stderr))
     if not tuned:

@@ -161,7 +161,7 @@ def jsd_bits(a: Counter, b: Counter) -> float:
 def _reasoning_text(rec: dict[str, Any]) -> str:
     if "reasoning_text" in rec:
         return rec.get("reasoning_text") or ""
-    from dt_eval.extract import split_reasoning
+    from dt_eval.pipeline.extract import split_reasoning
 
     return split_reasoning(rec.get("output") or "", rec.get("reasoning"))[0] or ""
 

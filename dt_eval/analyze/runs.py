@@ -24,7 +24,7 @@ class RunData:
 
 def load_run(path: str | Path) -> RunData:
     """config.json and the latest record per key of samples.jsonl (a --retry-errors redo wins)."""
-    from dt_eval.rundir import CONFIG, SAMPLES, latest_by_key, read_samples
+    from dt_eval.storage.rundir import CONFIG, SAMPLES, latest_by_key, read_samples
 
     p = Path(path)
     if not (p / SAMPLES).is_file():

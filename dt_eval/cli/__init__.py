@@ -446,7 +446,7 @@ app.add_typer(refs_app, name="refs")
 from dt_eval.cli.leaderboard import app as _leaderboard_app  # noqa: E402  (lazy: imports nothing heavy)
 
 app.add_typer(_leaderboard_app, name="leaderboard")
-from dt_eval.cli.analyze.cli import app as _analyze_app  # noqa: E402  (lazy: torch only inside the commands)
+from dt_eval.cli.analyze import app as _analyze_app  # noqa: E402  (lazy: torch only inside the commands)
 
 app.add_typer(_analyze_app, name="analyze")
 

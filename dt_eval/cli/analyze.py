@@ -62,9 +62,9 @@ def gating_cmd(
     Per MoE layer and token segment (audio / prompt / reasoning / answer): Jensen-Shannon
     divergence of the router distributions, top-k Jaccard, expert-load entropy and its change.
     One model in memory at a time; the base's router distributions are cached on disk."""
-    from dt_eval.cli import _data_dirs
-    from dt_eval.taskconfig import UnknownTaskError
     from dt_eval.analyze.runs import AnalyzeError
+    from dt_eval.cli import _data_dirs
+    from dt_eval.tasks.config import UnknownTaskError
 
     tuned_list = _csv(tuned)
     if thinking not in ("on", "off"):
