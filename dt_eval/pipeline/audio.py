@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from dt_eval.backends.base import AudioInput
+from dt_eval.types import AudioInput
 from dt_eval.types import AudioRef
 
 # With no window, clips longer than this get a warning: the longest window any known family

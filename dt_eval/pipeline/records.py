@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dt_eval.backends.base import Generation
+from dt_eval.types import Generation
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.scoring.aggregate import score_one
 from dt_eval.scoring.submission import extracted_prediction, task_extract

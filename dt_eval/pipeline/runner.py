@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval import __version__
-from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.backends.base import Backend
+from dt_eval.types import Generation, GenerationRequest, SamplingConfig
 from dt_eval.config import RunOptions
 from dt_eval.pipeline.audio import AudioError, load_audio
 from dt_eval.pipeline.records import make_sample_record

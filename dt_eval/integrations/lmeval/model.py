@@ -34,7 +34,8 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.backends.base import Backend
+from dt_eval.types import Generation, GenerationRequest, SamplingConfig
 from dt_eval.config import RunOptions
 from dt_eval.integrations.lmeval import register, task_config
 from dt_eval.pipeline.audio import AudioError, load_audio

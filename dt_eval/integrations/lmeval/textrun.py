@@ -16,7 +16,7 @@ import time
 from functools import partial
 from typing import Any
 
-from dt_eval.backends.base import Generation
+from dt_eval.types import Generation
 from dt_eval.integrations.lmeval import lm_eval_name
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.tasks.prompts import prompt_text

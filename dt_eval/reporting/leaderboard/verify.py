@@ -134,7 +134,7 @@ def _resolve_run(m: dict[str, Any], lb_dir: Path) -> Path | None:
 
 def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     """Extract every answer again from the raw output and rescore it; compare with the records."""
-    from dt_eval.backends.base import Generation
+    from dt_eval.types import Generation
     from dt_eval.pipeline.records import make_sample_record
     from dt_eval.scoring.aggregate import compute_results
     from dt_eval.storage.rundir import latest_by_key, read_samples
