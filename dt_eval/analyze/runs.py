@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 
-class AnalyzeError(ValueError):
+
+class AnalyzeError(DtEvalError, ValueError):
     """Bad input to an analysis (a missing run, mismatched models, ...): shown to the user as is."""
 
 

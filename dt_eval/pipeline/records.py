@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dt_eval.types import Generation
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.scoring.aggregate import score_one
 from dt_eval.scoring.submission import extracted_prediction, task_extract
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.tasks.prompts import PromptSettings, build_messages, prompt_text
-from dt_eval.types import Item
+from dt_eval.types import Generation, Item
 
 
 def make_sample_record(cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,

@@ -24,8 +24,8 @@ from typing import Any
 
 from dt_eval import __version__
 from dt_eval.backends.base import Backend
-from dt_eval.types import Generation, GenerationRequest, SamplingConfig
 from dt_eval.config import RunOptions
+from dt_eval.errors import DtEvalError
 from dt_eval.pipeline.audio import AudioError, load_audio
 from dt_eval.pipeline.records import make_sample_record
 from dt_eval.scoring.aggregate import compute_results
@@ -42,11 +42,11 @@ from dt_eval.tasks.prompts import (
     PromptError,
     build_messages,
 )
-from dt_eval.types import Item
+from dt_eval.types import Generation, GenerationRequest, Item, SamplingConfig
 from dt_eval.util.redact import redact_argv
 
 
-class RunError(RuntimeError):
+class RunError(DtEvalError, RuntimeError):
     pass
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
 from dt_eval.reasoning.types import CotInput, CotScore
 
@@ -50,7 +51,7 @@ NEEDS_EMBEDDER = frozenset({"hybrid", "embedding"})
 NOT_APPLICABLE = "not applicable"
 
 
-class RescoreError(RuntimeError):
+class RescoreError(DtEvalError, RuntimeError):
     pass
 
 

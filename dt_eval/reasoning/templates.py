@@ -16,8 +16,10 @@ from importlib import resources
 
 import yaml
 
+from dt_eval.errors import DtEvalError
 
-class TemplateError(ValueError):
+
+class TemplateError(DtEvalError, ValueError):
     pass
 
 

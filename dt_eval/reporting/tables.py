@@ -9,11 +9,12 @@ from typing import Any
 
 from tabulate import tabulate
 
+from dt_eval.errors import DtEvalError
 from dt_eval.scoring.aggregate import fmt_mean_std
 from dt_eval.storage.rundir import SamplesError, latest_by_key, read_samples
 
 
-class ReportError(ValueError):
+class ReportError(DtEvalError, ValueError):
     pass
 
 

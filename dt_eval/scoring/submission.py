@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.pipeline.extract import extract
 from dt_eval.scoring.official import (
     MmsuStatus,
@@ -34,7 +35,7 @@ EXTRACTION_HEADING = (
 EXTRACTION_MARK = "[dt-eval extraction]"
 
 
-class SubmissionError(ValueError):
+class SubmissionError(DtEvalError, ValueError):
     """A prediction file or record the official script could not score meaningfully."""
 
 

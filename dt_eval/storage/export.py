@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.scoring.aggregate import submission_records
 from dt_eval.scoring.submission import SubmissionError, file_layout
 from dt_eval.storage.rundir import latest_by_key, read_samples
@@ -26,7 +27,7 @@ MMSU_KEYS = ["id", "audio_path", "question", "choice_a", "choice_b", "choice_c",
              "response", "task_name", "category", "sub-category", "sub-sub-category", "linguistics_sub_discipline"]
 
 
-class ExportError(ValueError):
+class ExportError(DtEvalError, ValueError):
     pass
 
 

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
+
 SAMPLES = "samples.jsonl"
 CONFIG = "config.json"
 RESULTS = "results.json"
 LOCK = ".lock"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(DtEvalError, RuntimeError):
     pass
 
 

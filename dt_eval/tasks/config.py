@@ -9,6 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from dt_eval.errors import DtEvalError
 from dt_eval.util.resources import resource_paths
 
 
@@ -103,7 +104,7 @@ class TaskConfig(BaseModel):
         return [b.field for b in self.breakdowns]
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(DtEvalError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

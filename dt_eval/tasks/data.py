@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.scoring.submission import file_sha256
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import AudioRef, Item
 
 
-class DataError(ValueError):
+class DataError(DtEvalError, ValueError):
     pass
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dt_eval.errors import DtEvalError
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import Item
 
@@ -38,7 +39,7 @@ class PromptSettings:
         }
 
 
-class PromptError(ValueError):
+class PromptError(DtEvalError, ValueError):
     pass
 
 

@@ -16,13 +16,14 @@ import time
 from functools import partial
 from typing import Any
 
-from dt_eval.types import Generation
+from dt_eval.errors import DtEvalError
 from dt_eval.integrations.lmeval import lm_eval_name
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.tasks.prompts import prompt_text
+from dt_eval.types import Generation
 
 
-class LMEvalTaskError(RuntimeError):
+class LMEvalTaskError(DtEvalError, RuntimeError):
     pass
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval import __version__
+from dt_eval.errors import DtEvalError
 from dt_eval.reporting.leaderboard.published import (
     PublishedFile,
     entry_to_json,
@@ -49,7 +50,7 @@ METRIC_NAMES = {"accuracy": "accuracy (%)", "rubrics": "MMAR-Rubrics score (0-10
                 "hybrid": "mean hybrid reasoning reward (0-1)"}
 
 
-class BuildError(RuntimeError):
+class BuildError(DtEvalError, RuntimeError):
     pass
 
 

@@ -134,12 +134,12 @@ def _resolve_run(m: dict[str, Any], lb_dir: Path) -> Path | None:
 
 def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     """Extract every answer again from the raw output and rescore it; compare with the records."""
-    from dt_eval.types import Generation
     from dt_eval.pipeline.records import make_sample_record
     from dt_eval.scoring.aggregate import compute_results
     from dt_eval.storage.rundir import latest_by_key, read_samples
     from dt_eval.tasks.config import load_task
     from dt_eval.tasks.data import item_from_record
+    from dt_eval.types import Generation
 
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     records, _ = read_samples(run)
