@@ -15,7 +15,7 @@ from typing import Any
 from dt_eval.errors import DtEvalError
 from dt_eval.scoring.aggregate import submission_records
 from dt_eval.scoring.submission import SubmissionError, file_layout
-from dt_eval.storage.rundir import latest_by_key, read_samples
+from dt_eval.storage.rundir import RunDir, RunDirError
 from dt_eval.tasks.config import load_task
 
 RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 characters
@@ -42,18 +42,21 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
     if fmt not in cfg.export_formats:
         raise ExportError(f"{task} has no {fmt} export (available: {', '.join(cfg.export_formats)})")
     as_lines = _as_json_lines(task, RUBRICS_READER if fmt == "rubrics" else cfg.submission_reader, out)
-    records, _ = read_samples(run_dir)
-    samples = [s for s in latest_by_key(records).values() if s["task"] == task and s["repeat"] == repeat]
+    try:
+        run = RunDir(run_dir).read()
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
+    samples = run.task_samples(task, repeat)
     if not samples:
         raise ExportError(f"{run_dir}: no samples of task {task} (repeat {repeat})")
     subs = submission_records(cfg, samples, answers)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "rubrics":
-        by_index = sorted(samples, key=lambda s: s["index"])
+        by_index = sorted(samples, key=lambda s: s.index)
         rows = [
             {
-                "id": s["id"],
-                "thinking_prediction": (s.get("reasoning_text") or "")[:RUBRICS_THINKING_LIMIT],
+                "id": s.id,
+                "thinking_prediction": (s.reasoning_text or "")[:RUBRICS_THINKING_LIMIT],
                 "answer_prediction": sub[cfg.prediction_key],
             }
             for s, sub in zip(by_index, subs)
