@@ -100,6 +100,12 @@ class SampleRecord(_Record):
     def _text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # a numeric item id
 
+    @model_validator(mode="after")
+    def _always_written(self) -> SampleRecord:
+        # what identifies a sample is on every line, given or not (readers index it directly)
+        self.__pydantic_fields_set__.update(("key", "task", "id", "index", "repeat"))
+        return self
+
     @property
     def is_lm_eval(self) -> bool:
         return self.kind == LM_EVAL
