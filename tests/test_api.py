@@ -217,3 +217,34 @@ def test_rescore_with_the_format_scorer_needs_no_judge(tmp_path):
     assert asyncio.run(cell())["mmsu"]["format"]["scored"] == 6
     with pytest.raises(dt_eval.DtEvalError, match="needs a judge"):
         dt_eval.rescore(run, cot="rubrics")
+
+
+# ------------------------------------------------------------------------------------------ a real model
+
+
+@pytest.mark.slow
+def test_evaluate_in_a_notebook_cell_against_the_tiny_model_server(det_model_dir, tmp_path):
+    """The deterministic tiny Qwen2-Audio behind dt_eval.serving.hfserver (a real model server):
+    evaluate() from inside a running event loop, as a Jupyter cell calls it."""
+    from dt_eval.testing.synth_audio import make_fake_benchmark
+
+    from .servers import hfserver
+
+    bench = make_fake_benchmark(tmp_path / "mmau", "mmau", 8, seed=3)
+    meta = {m["id"]: m for m in json.loads((bench / "mmau-test-mini.json").read_text())}
+    run, events = tmp_path / "run", []
+
+    async def cell(url):
+        return dt_eval.evaluate("mmau", "tiny", base_urls=url, data_dirs={"mmau": bench}, output=run,
+                                progress=False, concurrency=4, gen_kwargs={"max_tokens": 64}, on_event=events.append)
+
+    with hfserver(det_model_dir, "tiny", tmp_path) as url:
+        res = asyncio.run(cell(url))
+    t = res.tasks["mmau"]
+    assert t.errors == 0 and t.repeats[0].total == 8 and len(res.samples) == 8
+    for s in res.samples:  # the model's own words, split and extracted by the harness
+        assert s.reasoning_text in ("The pitch goes up.", "The pitch goes down.")
+        assert s.correct == (s.extracted.answer_text == meta[s.id]["answer"])
+    n_correct = sum(bool(s.correct) for s in res.samples)
+    assert n_correct >= 6 and t.accuracy == n_correct / 8 * 100  # the tiny model hears the pitch (chance: 4)
+    assert dt_eval.load_run(run).tasks["mmau"].accuracy == t.accuracy
