@@ -21,14 +21,26 @@ encode and becomes that sample's error, as it always has, instead of being silen
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
 from dt_eval.types import Extraction
 
 SCHEMA_VERSION = 2  # of SampleRecord; 1 = the records of dt-eval 0.1.0 (no schema_version field)
 LM_EVAL = "lm-eval"
+_IDENTITY = ("key", "task", "id", "index", "repeat")  # written on every samples.jsonl line
+
+
+def _json_object(value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    raise ValueError(f"expected a JSON object or null, not {type(value).__name__}")
+
+
+# A free-form JSON object (a benchmark's metadata record, per-token log-probabilities): checked to
+# be an object and kept as it is, not copied key by key (that would slow every read of a large run).
+JsonObject = Annotated[dict[str, Any] | None, PlainValidator(_json_object)]
 
 
 class _Record(BaseModel):
@@ -69,9 +81,9 @@ class SampleRecord(_Record):
     index: int = 0  # position in the benchmark file (lm-eval: the doc id)
     repeat: int = 0
     subtask: str | None = None  # lm-eval: the (sub)task the doc belongs to
-    meta: dict[str, Any] | None = None  # the benchmark's own record, untouched
+    meta: JsonObject = None  # the benchmark's own record, untouched
     audio: str | None = None  # a path or a placeholder, never audio bytes
-    prompt: dict[str, Any] | None = None  # role -> text of what was asked (audio as <audio>)
+    prompt: JsonObject = None  # role -> text of what was asked (audio as <audio>)
     task_gen_kwargs: Any = None  # lm-eval: the task's generation settings
     request_sha: str | None = None  # lm-eval: what was asked; a changed task never reuses an answer
     output: str | None = None  # the model's answer content
@@ -83,7 +95,7 @@ class SampleRecord(_Record):
     error: str | None = None  # why the sample failed (it then counts as a wrong answer)
     data_error: bool = False  # metadata the official scorer cannot score: out of the accuracy
     warnings: list[str] = Field(default_factory=list)
-    backend_info: dict[str, Any] = Field(default_factory=dict)
+    backend_info: JsonObject = Field(default_factory=dict)  # e.g. which server answered, attempts
     time: float | None = None
     prediction: str | None = None  # the post-reasoning output: what the official raw number scores
     reasoning_text: str | None = None  # the reasoning, split from the output
@@ -91,20 +103,21 @@ class SampleRecord(_Record):
     extracted: ExtractedAnswer | None = None
     correct: bool | None = None  # the official scorer on the extracted answer (None: answers hidden)
     correct_raw: bool | None = None  # ... on the raw post-reasoning output
-    metrics: dict[str, Any] | None = None  # lm-eval: its per-sample metrics
+    metrics: JsonObject = None  # lm-eval: its per-sample metrics
     target: Any = None  # lm-eval: the doc's target
-    logprobs: dict[str, Any] | None = None  # reserved: per-token log-probabilities of the output
+    logprobs: JsonObject = None  # reserved: per-token log-probabilities of the output
 
     @field_validator("id", "key", "task", mode="before")
     @classmethod
     def _text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # a numeric item id
 
-    @model_validator(mode="after")
-    def _always_written(self) -> SampleRecord:
-        # what identifies a sample is on every line, given or not (readers index it directly)
-        self.__pydantic_fields_set__.update(("key", "task", "id", "index", "repeat"))
-        return self
+    def to_json_dict(self) -> dict[str, Any]:
+        out = super().to_json_dict()
+        if not all(k in out for k in _IDENTITY):  # what identifies a sample is on every line, given or not
+            out |= {k: getattr(self, k) for k in _IDENTITY}
+            out = {k: out[k] for k in [*type(self).model_fields, *(self.__pydantic_extra__ or {})] if k in out}
+        return out
 
     @property
     def is_lm_eval(self) -> bool:
