@@ -68,7 +68,7 @@ def run_blocking(make: Callable[[], Awaitable[T]]) -> T:
     except RuntimeError:
         return asyncio.run(_as_coroutine(make))
     box: dict[str, Any] = {}
-    started = threading.Event()
+    started, finished = threading.Event(), threading.Event()
 
     async def main() -> T:
         box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
@@ -82,17 +82,21 @@ def run_blocking(make: Callable[[], Awaitable[T]]) -> T:
             box["error"] = e
         finally:
             started.set()
+            finished.set()
 
     worker = threading.Thread(target=target, name="dt-eval-run", daemon=True)
     worker.start()
     try:
-        worker.join()
+        # an Event, not worker.join(): an interrupted join() marks the thread finished while it
+        # still runs (CPython 3.11/3.12), and the second join below would return at once
+        finished.wait()
     except KeyboardInterrupt:
         started.wait()
         if "task" in box:
             box["loop"].call_soon_threadsafe(box["task"].cancel)
-        worker.join()
+        finished.wait()  # the run's clean-up: finished records written, files closed
         raise
+    worker.join()
     if "error" in box:
         raise box["error"]
     return box["result"]

@@ -248,3 +248,46 @@ def test_evaluate_in_a_notebook_cell_against_the_tiny_model_server(det_model_dir
     n_correct = sum(bool(s.correct) for s in res.samples)
     assert n_correct >= 6 and t.accuracy == n_correct / 8 * 100  # the tiny model hears the pitch (chance: 4)
     assert dt_eval.load_run(run).tasks["mmau"].accuracy == t.accuracy
+
+
+_CELL = """
+import asyncio, sys, threading
+import dt_eval
+
+async def cell():
+    dt_eval.evaluate("mmau", "fake-model", base_urls=sys.argv[1], data_dirs={"mmau": sys.argv[2]}, output=sys.argv[3],
+                     progress=False, concurrency=2, max_retries=0, on_event=lambda m: None)
+
+loop = asyncio.new_event_loop()  # a kernel's loop: Ctrl-C raises KeyboardInterrupt where the cell waits
+try:
+    loop.run_until_complete(cell())
+except KeyboardInterrupt:
+    print("INTERRUPTED", [t.name for t in threading.enumerate()], flush=True)
+"""
+
+
+def test_ctrl_c_in_a_notebook_cell_stops_the_run_and_resume_finishes_it(tmp_path, fake_bench):
+    import os
+    import signal
+    import time
+
+    bench = fake_bench("mmau", 30)
+    run = tmp_path / "run"
+    lines = lambda: (run / "samples.jsonl").read_text().splitlines() if (run / "samples.jsonl").exists() else []
+    with FaultServer(default="delay:0.3") as srv:
+        proc = subprocess.Popen([sys.executable, "-c", _CELL, srv.url, str(bench), str(run)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(lines()) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert "INTERRUPTED" in out and "dt-eval-run" not in out, (out, err)  # the run's thread is gone
+        before = lines()
+        assert 4 <= len(before) < 30 and all(json.loads(x)["key"] for x in before)  # intact records
+        served = srv.count
+        res = dt_eval.evaluate("mmau", "fake-model", **run_kwargs(srv, bench, run))
+        assert srv.count - served <= 30 - len(before) + 2  # only what was missing (and the 2 in flight)
+    keys = [json.loads(x)["key"] for x in lines()]
+    assert len(set(keys)) == 30 and len(res.samples) == 30
+    assert os.path.exists(run / "results.json")
