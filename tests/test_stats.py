@@ -192,24 +192,50 @@ def test_bootstrap_agrees_with_wilson_at_large_n():
     assert abs(lo - wlo) < 0.004 and abs(hi - whi) < 0.004
 
 
-def test_repeats_average_items_then_bootstrap_over_items():
+def test_repeats_wilson_at_the_effective_sample_size_hand_computed():
+    # 10 items x 2 repeats, 5 right twice, 5 wrong twice: p = 0.5; item means 1,1,1,1,1,0,0,0,0,0
+    # sample variance = 10 * 0.25 / 9 = 0.277778, stderr² = 0.0277778, n_eff = 0.25 / 0.0277778 = 9
+    # Wilson(0.5, 9): half = z/(1 + z²/9) * sqrt(0.25/9 + z²/324) = 1.373652 * 0.199083 = 0.273471
+    consistent = {f"i{k}": {0: k < 5, 1: k < 5} for k in range(10)}
+    acc = accuracy_ci(consistent)
+    assert acc.method == "wilson-effective-n" and acc.n_eff == pytest.approx(9.0)
+    assert (acc.ci_low, acc.ci_high) == (pytest.approx(0.226529, abs=1e-6), pytest.approx(0.773471, abs=1e-6))
+    assert acc.repeat_std == 0.0 and acc.repeats == 2
+    # 3 items right on both repeats: no variance to measure, n_eff = the 3 items:
+    # low = 3 / (3 + z²) = 3 / 6.841459 = 0.438503 (a bootstrap would say [1, 1])
+    perfect = accuracy_ci({f"i{k}": {0: True, 1: True} for k in range(3)})
+    assert perfect.n_eff == 3 and perfect.ci_low == pytest.approx(0.438503, abs=1e-6) and perfect.ci_high == 1.0
+    assert perfect.describe() == ("100.00 (95% CI 43.85–100.00, Wilson score interval at the effective sample size, "
+                                  "repeats averaged per item), across-repeat std 0.00")
+    # 8 items, each right on exactly one of 2 repeats: the items do not differ, the repeats do:
+    # n_eff = all 16 samples, Wilson(8 of 16) = [0.279996, 0.720004]
+    coin = accuracy_ci({f"i{k}": {0: k % 2 == 0, 1: k % 2 == 1} for k in range(8)})
+    assert coin.n_eff == 16 and (coin.ci_low, coin.ci_high) == pytest.approx(wilson_interval(8, 16))
+    assert coin.ci_low == pytest.approx(0.279996, abs=1e-6)
+
+
+def test_repeats_average_items_first():
     rng = random.Random(5)
     # 50 items, 4 repeats; item difficulty varies, so repeats of one item are correlated
     outcomes = {}
     for k in range(50):
         p = rng.random()
         outcomes[f"i{k}"] = {r: rng.random() < p for r in range(4)}
-    acc = accuracy_ci(outcomes, seed=3)
+    acc = accuracy_ci(outcomes)
     per_repeat = [statistics.fmean(outcomes[i][r] for i in outcomes) for r in range(4)]
-    assert acc.method == "bootstrap-items" and acc.repeats == 4 and acc.n == 50
+    assert acc.method == "wilson-effective-n" and acc.repeats == 4 and acc.n == 50
     assert acc.accuracy == pytest.approx(statistics.fmean(per_repeat))  # every item has every repeat
     assert acc.repeat_std == pytest.approx(statistics.stdev(per_repeat))
     assert acc.repeat_accuracies == pytest.approx(tuple(per_repeat))
     means = [statistics.fmean(v.values()) for v in outcomes.values()]
-    assert (acc.ci_low, acc.ci_high) == bootstrap_mean_ci(means, seed=3)
+    se = statistics.stdev(means) / math.sqrt(50)
+    assert acc.stderr == pytest.approx(se)
+    assert acc.n_eff == pytest.approx(acc.accuracy * (1 - acc.accuracy) / se**2) and 49 <= acc.n_eff <= 200
     assert acc.ci_low < acc.accuracy < acc.ci_high
-    assert acc.seed == 3 and acc.resamples == 10_000
-    assert "across-repeat std" in acc.describe() and "bootstrap over items" in acc.describe()
+    # close to the bootstrap over items away from the edges
+    blo, bhi = bootstrap_mean_ci(means)
+    assert abs(acc.ci_low - blo) < 0.02 and abs(acc.ci_high - bhi) < 0.02
+    assert "across-repeat std" in acc.describe()
 
 
 def test_paired_bootstrap_with_repeats():
@@ -246,7 +272,7 @@ def test_outcomes_of_a_real_run_match_its_official_accuracy():
     groups = {i: m["task"] for i, m in metas.items()}
     by_cat = grouped_accuracy_ci(outcomes_from_samples(latest, "mmau"), groups)
     assert sum(c.n for c in by_cat.values()) == len(metas)
-    assert all(c.method == "bootstrap-items" for c in by_cat.values())
+    assert all(c.method == "wilson-effective-n" for c in by_cat.values())
 
 
 def test_outcomes_leave_out_data_errors_and_unscored():

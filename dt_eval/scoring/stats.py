@@ -9,11 +9,14 @@ Why these methods:
 - One sample per item: the **Wilson score interval** (``wilson``). Its coverage stays close to 95%
   at small n and near 0% / 100%, where the normal ("Wald") interval p ± 1.96·stderr collapses to
   ±0: 8/8 right gives lm-eval's ``1.0 ± 0.0``, while Wilson gives [67.6%, 100%].
-- Repeats (``--repeats K``): the repeats of an item are not independent draws of the benchmark,
-  the items are. So each item's repeats are averaged first and the interval is a **percentile
-  bootstrap over items** (``bootstrap-items``; fixed seed, so the same run always prints the same
-  interval). The across-repeat std (spread of the K per-repeat accuracies: sampling noise of one
-  run) is reported beside it, not mixed into it.
+- Repeats (``--repeats K``): the items are the sample, their repeats are not independent draws of
+  the benchmark. Each item's repeats are averaged, and the interval is the **Wilson interval at
+  the effective sample size** (``wilson-effective-n``; Kish's design effect, as Korn & Graubard
+  use for survey proportions): n_eff = p(1 - p) / stderr², between n - 1 (every item got the
+  same verdict on every repeat: binary items, plain Wilson) and n·K (repeats as independent as
+  separate items). At 0% / 100% n_eff = n. A bootstrap over items would collapse to [100, 100]
+  there, as the normal interval does. The across-repeat std (spread of the K per-repeat
+  accuracies: the sampling noise of one run) is reported beside it, not mixed into it.
 - `stderr` is always lm-eval's definition (`mean_stderr`): the sample std (n - 1) of the per-item
   values / sqrt(n); with repeats, of the item means. It is what a normal interval would use.
 - Paired comparison, one sample per item in both runs: **McNemar's exact test** (``mcnemar-exact``:
@@ -39,11 +42,11 @@ import numpy as np
 LEVEL = 0.95
 SEED = 0
 RESAMPLES = 10_000
-_CHUNK_CELLS = 2_000_000  # bootstrap index matrix cells per chunk (16 MB of int64)
+_CHUNK_CELLS = 2_000_000  # bootstrap draws per chunk (16 MB of uniforms, as many indices)
 
 METHOD_NAMES = {
     "wilson": "Wilson score interval",
-    "bootstrap-items": "bootstrap over items, repeats averaged",
+    "wilson-effective-n": "Wilson score interval at the effective sample size, repeats averaged per item",
     "mcnemar-exact": "McNemar exact test",
     "paired-bootstrap": "paired bootstrap over items",
 }
@@ -56,21 +59,36 @@ def z_value(level: float = LEVEL) -> float:
     return statistics.NormalDist().inv_cdf(0.5 + level / 2)
 
 
+def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # exact at the ends (floating point leaves 1e-17 crumbs there)
+    low = 0.0 if p == 0 else max(0.0, center - half)
+    high = 1.0 if p == 1 else min(1.0, center + half)
+    return low, high
+
+
 def wilson_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion; (0, 1) when n == 0 (nothing is known)."""
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
     if n == 0:
         return 0.0, 1.0
-    z = z_value(level)
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # exact at the ends (floating point leaves 1e-17 crumbs there)
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == n else min(1.0, center + half)
-    return low, high
+    return _wilson(successes / n, n, z_value(level))
+
+
+def effective_n(item_means: list[float], samples: int) -> float:
+    """Kish's effective sample size of a mean of per-item means: p(1 - p) / stderr², kept within
+    [1, samples]; the number of items when p is 0 or 1 (no variance to measure it by)."""
+    n = len(item_means)
+    p = statistics.fmean(item_means)
+    se = mean_stderr(item_means)
+    if n < 2 or p <= 0 or p >= 1:
+        return float(n)
+    if not se:
+        return float(samples)  # every item at the same fraction p: the repeats vary, not the items
+    return min(float(samples), max(1.0, p * (1 - p) / (se * se)))
 
 
 def mean_stderr(values: Iterable[float]) -> float | None:
@@ -146,15 +164,14 @@ class AccuracyCI:
     accuracy: float
     ci_low: float
     ci_high: float
-    method: str  # "wilson" (one sample per item) or "bootstrap-items" (repeats averaged per item)
+    method: str  # "wilson" (one sample per item) or "wilson-effective-n" (repeats averaged per item)
     stderr: float | None  # lm-eval's mean_stderr over the items (their means, with repeats)
     level: float = LEVEL
     repeats: int = 1  # most samples any item has
     correct: int | None = None  # items right (one sample per item only)
     repeat_std: float | None = None  # sample std of the per-repeat accuracies (repeats only)
     repeat_accuracies: tuple[float, ...] | None = None
-    seed: int | None = None  # bootstrap only
-    resamples: int | None = None
+    n_eff: float | None = None  # the effective sample size of the interval (repeats only)
 
     _PROPORTIONS = ("accuracy", "ci_low", "ci_high", "stderr", "repeat_std")
 
@@ -228,10 +245,9 @@ def _repeat_accuracies(outcomes: Outcomes) -> list[float]:
     return [statistics.fmean(per_repeat[r]) for r in sorted(per_repeat)]
 
 
-def accuracy_ci(outcomes: Outcomes, *, level: float = LEVEL, seed: int = SEED,
-                resamples: int = RESAMPLES) -> AccuracyCI:
+def accuracy_ci(outcomes: Outcomes, *, level: float = LEVEL) -> AccuracyCI:
     """The accuracy of one task (or one category) with its interval: Wilson with one sample per
-    item, else the bootstrap over items of the repeat-averaged outcomes."""
+    item, else Wilson at the effective sample size of the repeat-averaged items."""
     means = _item_means(outcomes)
     n = len(means)
     k = max((len(r) for r in outcomes.values()), default=0)
@@ -243,11 +259,13 @@ def accuracy_ci(outcomes: Outcomes, *, level: float = LEVEL, seed: int = SEED,
         correct = sum(1 for m in means.values() if m)
         low, high = wilson_interval(correct, n, level)
         return AccuracyCI(n, acc, low, high, "wilson", stderr, level, 1, correct=correct)
-    low, high = bootstrap_mean_ci(means.values(), level=level, seed=seed, resamples=resamples)
+    values = list(means.values())
+    n_eff = effective_n(values, sum(len(r) for r in outcomes.values()))
+    low, high = _wilson(acc, n_eff, z_value(level))
     per_repeat = _repeat_accuracies(outcomes)
-    return AccuracyCI(n, acc, low, high, "bootstrap-items", stderr, level, k,
+    return AccuracyCI(n, acc, low, high, "wilson-effective-n", stderr, level, k, n_eff=n_eff,
                       repeat_std=statistics.stdev(per_repeat) if len(per_repeat) > 1 else None,
-                      repeat_accuracies=tuple(per_repeat), seed=seed, resamples=resamples)
+                      repeat_accuracies=tuple(per_repeat))
 
 
 def grouped_accuracy_ci(outcomes: Outcomes, groups: Mapping[Hashable, str], **kw: Any) -> dict[str, AccuracyCI]:
