@@ -341,7 +341,10 @@ def wait_data(page, element: str, key: str, value: object) -> None:
 def _exercise(page, shot_prefix: str, two: bool) -> None:
     """Filters, search, the reasoning block and (two runs) the flipped view, on observable state."""
     page.wait_for_selector("body[data-ready='1']")
-    count = lambda: int(page.get_attribute("#count", "data-count"))  # noqa: E731
+
+    def count() -> int:
+        return int(page.get_attribute("#count", "data-count"))
+
     cards = page.locator("#list article.sample")
     total = 16 if two else 8
     assert count() == total and cards.count() == total
@@ -419,6 +422,17 @@ def _exercise(page, shot_prefix: str, two: bool) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}-flipped.png"), full_page=True)
 
 
+def _watched_page(browser):
+    """A new page, with the console errors/warnings, page errors and requests it will have."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.on("request", lambda r: requests.append(r.url))
+    return page, problems, requests
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_viewer_in_headless_chromium(two_runs, tmp_path):
@@ -433,12 +447,7 @@ def test_viewer_in_headless_chromium(two_runs, tmp_path):
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         try:
             for name, target, two in (("viewer-html", single.as_uri(), False), ("viewer-served", None, True)):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                problems: list[str] = []
-                requests: list[str] = []
-                page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-                page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-                page.on("request", lambda r: requests.append(r.url))
+                page, problems, requests = _watched_page(browser)
                 if target is None:  # the served page: two runs, audio from the server
                     built = build_page(load_runs_for_view([two_runs["a"], two_runs["b"]]), "served")
                     with ViewServer(built) as srv:
@@ -472,10 +481,7 @@ def test_viewer_pages_through_thousands_of_samples(big_run, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
+            page, problems, _ = _watched_page(browser)
             page.goto(out.as_uri())
             page.wait_for_selector("body[data-ready='1']")
             assert page.get_attribute("#count", "data-count") == "3200"

@@ -5,7 +5,7 @@ records into the page's rows; page.py writes the page (inline CSS/JS, no network
 serves it on 127.0.0.1 with the runs' audio files.
 """
 
-from dt_eval.reporting.viewer.load import ViewRun, ViewerError, load_runs_for_view
+from dt_eval.reporting.viewer.load import ViewerError, ViewRun, load_runs_for_view
 from dt_eval.reporting.viewer.page import build_page
 
 __all__ = ["ViewRun", "ViewerError", "build_page", "load_runs_for_view"]

@@ -124,7 +124,7 @@ def sample_row(run: int, rec: dict[str, Any], cfg: TaskConfig | None, audio: int
         "prompt": _prompt(rec),
         "reasoning": _text(rec.get("reasoning_text") or rec.get("reasoning")),
         "output": _text(rec.get("output")),
-        "extracted": _text(ext.get("answer_text")),
+        "extracted": _text(ext.get("answer_text") if rec.get("kind") != "lm-eval" else rec.get("returned")),
         "matched": ext.get("matched_choice") if isinstance(ext.get("matched_choice"), int) else None,
         "ambiguous": bool(ext.get("ambiguous")),
         "status": sample_status(rec),
