@@ -449,6 +449,9 @@ app.add_typer(_leaderboard_app, name="leaderboard")
 from dt_eval.cli.analyze import app as _analyze_app  # noqa: E402  (lazy: torch only inside the commands)
 
 app.add_typer(_analyze_app, name="analyze")
+from dt_eval.cli.view import view_cmd as _view_cmd  # noqa: E402  (the viewer loads inside the command)
+
+app.command("view")(_view_cmd)
 
 
 @app.command("demo")
