@@ -110,3 +110,9 @@ class HFBackend(LocalBatchedBackend):
                 backend_info={"batch": len(batch)},
             ))
         return results
+
+
+def from_settings(settings) -> HFBackend:
+    """The `hf` entry of the backend registry (dt_eval/backends/registry.py)."""
+    return HFBackend(settings.model, batch_size=settings.batch_size or 8, device=settings.device,
+                     dtype=settings.dtype)

@@ -290,7 +290,7 @@ class OpenAIBackend:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "backend": self.name,
+            "name": self.name,
             "model": self.model,
             "base_urls": [s.display for s in self._servers],
             "concurrency": self.concurrency,
@@ -535,3 +535,12 @@ class OpenAIBackend:
             raise
         finally:
             server.inflight -= 1
+
+
+def from_settings(settings) -> OpenAIBackend:
+    """The `openai` entry of the backend registry (dt_eval/backends/registry.py)."""
+    if not settings.base_urls:
+        raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    return OpenAIBackend(settings.model, settings.base_urls, concurrency=settings.concurrency,
+                         timeout_s=settings.timeout_s, max_retries=settings.max_retries,
+                         api_key=settings.options.get("api_key"))

@@ -99,3 +99,12 @@ class VLLMBackend(LocalBatchedBackend):
                 latency_s=elapsed, backend_info={"batch": len(batch)},
             ))
         return results
+
+
+def from_settings(settings) -> VLLMBackend:
+    """The `vllm` entry of the backend registry: engine arguments from the family preset (the
+    flags `dt-eval serve` would give `vllm serve`), then the caller's `options["engine_args"]`."""
+    engine_args = {**engine_args_from_preset(settings.family_preset()),
+                   **(settings.options.get("engine_args") or {})}
+    return VLLMBackend(settings.model, batch_size=settings.batch_size or 256, dtype=settings.dtype,
+                       engine_args=engine_args)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dt_eval import __version__
+from dt_eval.reasoning.registry import cot_help
 
 app = typer.Typer(
     name="dt-eval",
@@ -54,10 +55,24 @@ def _main(
     pass
 
 
+_TASKS_DIR_HELP = ("Also look for task YAMLs in this folder (repeatable; searched before $DT_EVAL_TASKS_PATH "
+                  "and the built-in tasks).")
+
+
+def _use_tasks_dirs(dirs: list[Path] | None) -> None:
+    from dt_eval.tasks.config import UnknownTaskError, add_task_dirs
+
+    try:
+        add_task_dirs(list(dirs or []))
+    except UnknownTaskError as e:
+        fail(str(e))
+
+
 @app.command("tasks")
 def tasks_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     lm_eval_path: Annotated[bool, typer.Option("--lm-eval-path", help="Print the folder of our lm-eval task configs (dt_mmau, dt_mmar, dt_mmsu) for `lm_eval --include_path`, and nothing else.")] = False,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """List the tasks: item count, data source, metric and scorer.
 
@@ -68,11 +83,22 @@ def tasks_cmd(
 
         typer.echo(str(tasks_path()))
         return
-    from dt_eval.tasks.config import load_task, task_names
+    from dt_eval.tasks.config import (
+        TaskConfigError,
+        is_builtin_task,
+        load_task,
+        task_names,
+        task_path,
+    )
 
+    _use_tasks_dirs(tasks_dir)
     rows = []
     for name in task_names():
-        cfg = load_task(name)
+        try:
+            cfg = load_task(name)
+        except TaskConfigError as e:
+            typer.echo(f"warning: {e}", err=True)
+            continue
         src = []
         if cfg.data.local:
             src.append(f"local {cfg.data.local.metadata}")
@@ -81,12 +107,15 @@ def tasks_cmd(
         rows.append(
             {
                 "task": name,
+                "title": cfg.title,
+                "family": cfg.family.name,
                 "items": cfg.data.expected_items,
                 "source": " | ".join(src),
                 "metric": cfg.metric if cfg.answers_available else "export only (answers hidden)",
                 "scorer": cfg.scorer,
                 "version": cfg.version,
                 "description": cfg.description,
+                "file": None if is_builtin_task(task_path(name)) else str(task_path(name)),
             }
         )
     if as_json:
@@ -94,10 +123,21 @@ def tasks_cmd(
         return
     from tabulate import tabulate
 
-    typer.echo(tabulate([{k: r[k] for k in ("task", "items", "source", "metric", "version")} for r in rows],
+    typer.echo(tabulate([{k: r[k] for k in ("task", "title", "items", "source", "metric", "version")}
+                         | ({"file": r["file"]} if any(x["file"] for x in rows) else {}) for r in rows],
                         headers="keys"))
     typer.echo("\nAlso: lm-eval:NAME runs lm-eval's generation task NAME (e.g. lm-eval:gsm8k); "
                "`dt-eval tasks --lm-eval-path` gives our tasks to lm_eval (--include_path, --model dt-audio).")
+
+
+@app.command("backends")
+def backends_cmd() -> None:
+    """List the inference backends: built-in, and those installed packages add (entry-point group
+    `dt_eval.backends`)."""
+    from dt_eval.backends import BUILTIN_BACKENDS, backend_names
+
+    for name in backend_names():
+        typer.echo(name if name in BUILTIN_BACKENDS else f"{name}  (plugin)")
 
 
 @app.command("score")
@@ -132,6 +172,7 @@ def score_cmd(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Write the report as JSON (accuracy, items, breakdowns).")
     ] = None,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """Score a prediction file exactly like the benchmark's official script."""
     from dt_eval.scoring.submission import (
@@ -140,13 +181,14 @@ def score_cmd(
         read_prediction_file,
         score_records,
     )
-    from dt_eval.tasks.config import UnknownTaskError, load_task
+    from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, load_task
 
+    _use_tasks_dirs(tasks_dir)
     try:
         cfg = load_task(task)
         records = read_prediction_file(predictions, reader=cfg.submission_reader)
         report = score_records(cfg, records, extract_answers=extract, strict=strict)
-    except (UnknownTaskError, SubmissionError) as e:
+    except (UnknownTaskError, TaskConfigError, SubmissionError) as e:
         fail(str(e))
         return
     for line in report.stdout_lines():
@@ -185,7 +227,7 @@ def _data_dirs(values: list[str] | None) -> dict[str, str]:
 def run_cmd(
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks, e.g. mmau,mmar,mmsu.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local path (for openai: the served model name).")],
-    backend: Annotated[str, typer.Option("--backend", "-b", help="hf (transformers), openai (any OpenAI-compatible server, e.g. vllm serve), vllm (in-process engine).")] = "openai",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="hf (transformers), openai (any OpenAI-compatible server, e.g. vllm serve), vllm (in-process engine), or an installed plugin's name (`dt-eval backends` lists them).")] = "openai",
     base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint(s), repeat or comma-separate to share the load across servers. http://USER:PASSWORD@host/v1 is sent as HTTP basic auth (key: $DT_EVAL_API_KEY or $OPENAI_API_KEY); credentials are never stored or printed.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default runs/<model>). Rerun the same command to resume.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task.")] = None,
@@ -205,11 +247,12 @@ def run_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="hf backend: cpu, cuda, cuda:1 ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf/vllm: float32, bfloat16, float16, auto.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
-    cot: Annotated[Optional[str], typer.Option("--cot", help="After inference, score the reasoning: hybrid, stage2, embedding, evaluator, consistency, format, rubrics or all (comma-separated); see `dt-eval rescore`.")] = None,
+    cot: Annotated[Optional[str], typer.Option("--cot", help="After inference, score the reasoning (see `dt-eval rescore`). " + cot_help())] = None,
     judge_url: Annotated[Optional[list[str]], typer.Option("--judge-url", help="OpenAI-compatible judge endpoint for --cot (key: $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY; USER:PASSWORD@ in the URL: HTTP basic auth).")] = None,
     judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name for --cot.")] = "gpt-4o-2024-11-20",
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="sentence-transformers model for --cot (default: offline all-MiniLM-L6-v2).")] = None,
     lm_eval_include_path: Annotated[Optional[str], typer.Option("--lm-eval-include-path", help="Folder(s) of extra lm-eval task configs for lm-eval:NAME tasks (as lm_eval --include_path).")] = None,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """Run a model over tasks with thinking-aware prompting; resumable; scores as it goes.
 
@@ -224,7 +267,7 @@ def run_cmd(
     130 interrupted (finished samples are saved; rerun the same command to resume)."""
     import asyncio
 
-    from dt_eval.backends import BACKENDS, make_backend
+    from dt_eval.backends import BackendSettings, UnknownBackendError, backend_factory
     from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_gen_kwargs
     from dt_eval.pipeline.runner import RunError, Runner
     from dt_eval.reporting.tables import error_counts, print_results
@@ -235,8 +278,12 @@ def run_cmd(
     from dt_eval.cli.reasoning import check_run_cot, run_cot_after
 
     check_run_cot(cot, judge_url)
-    if backend not in BACKENDS:
-        fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _use_tasks_dirs(tasks_dir)
+    try:
+        factory = backend_factory(backend)  # entry points are scanned only for a name not built in
+    except (UnknownBackendError, ImportError) as e:
+        fail(str(e))
+        return
     if thinking not in ("on", "off"):
         fail("--thinking must be on or off")
     if repeats < 1 or concurrency < 1 or batch_size < 1:
@@ -266,7 +313,7 @@ def run_cmd(
             system_prompt=system_prompt, audio_window=audio_window,
         )
         opts.sampling = apply_gen_kwargs(opts.sampling, parse_gen_kwargs(gen_kwargs))
-    except (UnknownTaskError, ValueError) as e:
+    except (UnknownTaskError, ValueError) as e:  # TaskConfigError is a ValueError
         fail(str(e))
         return
     opts.output = output or Path("runs") / Path(model.rstrip("/")).name
@@ -279,16 +326,11 @@ def run_cmd(
     if repeats > 1 and opts.sampling.temperature == 0:
         typer.echo("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...",
                    err=True)
-    engine_args = {}
-    if backend == "vllm" and opts.preset:
-        from dt_eval.backends.vllm_engine import engine_args_from_preset
-        from dt_eval.tasks.presets import load_preset
-
-        engine_args = engine_args_from_preset(load_preset(opts.preset))
+    settings = BackendSettings(model=model, base_urls=opts.base_urls, concurrency=concurrency, batch_size=batch_size,
+                               timeout_s=timeout, max_retries=max_retries, device=device, dtype=dtype,
+                               preset=opts.preset)
     try:
-        be = make_backend(backend, model, base_urls=opts.base_urls, concurrency=concurrency, batch_size=batch_size,
-                          timeout_s=timeout, max_retries=max_retries, device=device, dtype=dtype,
-                          engine_args=engine_args)
+        be = factory(settings)
     except (ValueError, OSError, ImportError) as e:
         fail(f"cannot start the {backend} backend: {e}")
         return
@@ -349,10 +391,12 @@ def export_cmd(
     fmt: Annotated[str, typer.Option("--format", help="official (the benchmark's scorer input) or rubrics (MMAR-Rubrics: id, thinking_prediction, answer_prediction).")] = "official",
     answers: Annotated[str, typer.Option("--answers", help="extracted: the extracted final answer (scores dt-eval's headline number); raw: the model's post-reasoning output (scores the official raw number).")] = "extracted",
     repeat: Annotated[int, typer.Option("--repeat", help="Which repeat to export.")] = 0,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP + " Only for runs made before dt-eval recorded task configs in config.json.")] = None,
 ) -> None:
     """Write an official submission file from a run's per-sample records."""
     from dt_eval.storage.export import ExportError, export_run
 
+    _use_tasks_dirs(tasks_dir)
     try:
         n = export_run(run_dir, task, out, fmt=fmt, answers=answers, repeat=repeat)
     except ExportError as e:
@@ -434,7 +478,7 @@ def serve_cmd(
         stop(proc)
 
 
-# Reasoning scorers (dt_eval/cot): the module imports torch/sentence-transformers only inside commands.
+# Reasoning scorers (dt_eval/reasoning): the module imports torch/sentence-transformers only inside commands.
 from dt_eval.cli import reasoning as _cot_cli  # noqa: E402
 
 app.command("rescore")(_cot_cli.rescore_cmd)

@@ -32,7 +32,12 @@ def load_run_results(run_dir: str | Path) -> dict[str, Any]:
         raise ReportError(str(e)) from None
     if not records:
         raise ReportError(f"{run_dir}: no samples yet")
-    results = compute_results(config, latest_by_key(records).values())
+    from dt_eval.tasks.config import TaskConfigError, UnknownTaskError
+
+    try:
+        results = compute_results(config, latest_by_key(records).values())
+    except (UnknownTaskError, TaskConfigError) as e:  # e.g. a plugin scorer that is not installed here
+        raise ReportError(f"{run_dir}: {e}") from None
     from dt_eval.reasoning.rescore import (
         load_cot_aggregates,  # reasoning scores, from cot.jsonl (no torch)
     )

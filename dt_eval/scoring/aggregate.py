@@ -16,7 +16,7 @@ from typing import Any
 from dt_eval import __version__
 from dt_eval.scoring.counts import sample_counts
 from dt_eval.scoring.submission import ScoreReport, extracted_prediction, score_records
-from dt_eval.tasks.config import TaskConfig, load_task
+from dt_eval.tasks.config import TaskConfig, run_task_config
 from dt_eval.types import Extraction
 
 
@@ -165,7 +165,7 @@ def compute_results(config: dict[str, Any], samples) -> dict[str, Any]:
 
             out["tasks"][name] = lm_eval_task_results(name, group, info)
             continue
-        cfg = load_task(name)
+        cfg = run_task_config(name, config)  # as the run recorded it: custom tasks need no YAML here
         expected = info.get("items")
         res = task_results(cfg, group, expected_items=expected)
         res["data_sha256"] = info.get("sha256")

@@ -138,7 +138,7 @@ def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     from dt_eval.pipeline.records import make_sample_record
     from dt_eval.scoring.aggregate import compute_results
     from dt_eval.storage.rundir import latest_by_key, read_samples
-    from dt_eval.tasks.config import load_task
+    from dt_eval.tasks.config import run_task_config
     from dt_eval.tasks.data import item_from_record
 
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
@@ -147,8 +147,11 @@ def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     redone = []
     disagree: dict[str, list[str]] = defaultdict(list)
     latest = [s for s in latest if s.get("kind") != "lm-eval"]  # scored by lm-eval, not by us
+    cfgs: dict[str, Any] = {}
     for s in latest:
-        cfg = load_task(s["task"])
+        if s["task"] not in cfgs:
+            cfgs[s["task"]] = run_task_config(s["task"], config)  # as the run recorded it
+        cfg = cfgs[s["task"]]
         item = item_from_record(cfg, s.get("meta") or {}, s.get("index", 0), None)
         gen = Generation(key=s["key"], text=s.get("output") or "", reasoning=s.get("reasoning"),
                          finish_reason=s.get("finish_reason"), error=s.get("error"))
