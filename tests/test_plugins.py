@@ -40,13 +40,13 @@ from dt_eval.reasoning.rescore import (
     parse_cot,
     rescore_run,
 )
-from dt_eval.scoring.scorers import (
-    OfficialScorer,
+from dt_eval.scoring.registry import (
     UnknownScorerError,
     get_scorer,
     register_scorer,
     unregister_scorer,
 )
+from dt_eval.scoring.scorers import OfficialScorer
 from dt_eval.scoring.submission import score_records
 from dt_eval.tasks.config import TaskConfigError, load_task
 from dt_eval.testing.synth_audio import make_fake_benchmark

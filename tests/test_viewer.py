@@ -222,8 +222,10 @@ def test_html_is_self_contained_and_embeds_audio_when_asked(two_runs, tmp_path):
 
     data = page_data(embedded.read_text())
     first = next(r for r in data["rows"] if r["audio"] is not None)
-    wav = Path(json.loads((two_runs["a"] / "samples.jsonl").read_text().splitlines()[0])["audio"])
-    assert first["audio"] == 0 and data["audio_names"][0] == wav.name
+    # records are appended by worker threads in completion order: find the first clip by name
+    clips = {Path(json.loads(line)["audio"]) for line in (two_runs["a"] / "samples.jsonl").read_text().splitlines()}
+    wav = next(c for c in clips if c.name == data["audio_names"][0])
+    assert first["audio"] == 0
     prefix = "data:audio/x-wav;base64,"
     assert data["audio"][0].startswith(prefix) and base64.b64decode(data["audio"][0][len(prefix):]) == wav.read_bytes()
 

@@ -36,7 +36,7 @@ from dt_eval.reasoning import format as _format
 from dt_eval.reasoning import hybrid as _hybrid
 from dt_eval.reasoning.types import CotInput
 from dt_eval.scoring.aggregate import score_one
-from dt_eval.scoring.scorers import task_scorer
+from dt_eval.scoring.registry import task_scorer
 from dt_eval.scoring.submission import extracted_prediction, task_extract
 from dt_eval.tasks.config import TaskConfig, UnknownTaskError, load_task
 

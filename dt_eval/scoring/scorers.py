@@ -36,10 +36,6 @@ from dt_eval.scoring.submission import (
 from dt_eval.scoring.tally import Tally
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import Extraction
-from dt_eval.util.registry import Registry, UnknownNameError
-
-ENTRY_POINT_GROUP = "dt_eval.scorers"
-
 
 @runtime_checkable
 class OfficialScorer(Protocol):
@@ -350,39 +346,6 @@ class MmsuOfficialScorer:
             raise ValueError(f"task {cfg.name!r} scores option letters A-D; the prompt's labels are {labels!r}")
 
 
-# ---------------------------------------------------------------- registry
-
-
-class UnknownScorerError(UnknownNameError, ValueError):
-    """ValueError too, so that a task YAML naming an unknown scorer fails validation."""
-
-
-_REGISTRY: Registry[OfficialScorer] = Registry("official scorer", ENTRY_POINT_GROUP, {
-    McqOfficialScorer.name: McqOfficialScorer(),
-    MmsuOfficialScorer.name: MmsuOfficialScorer(),
-})
-
-
-def register_scorer(scorer: OfficialScorer, *, replace: bool = False) -> OfficialScorer:
-    """Make `scorer: <scorer.name>` in a task YAML use `scorer`."""
-    return _REGISTRY.register(scorer.name, scorer, replace=replace)
-
-
-def unregister_scorer(name: str) -> None:
-    _REGISTRY.unregister(name)
-
-
-def get_scorer(name: str) -> OfficialScorer:
-    try:
-        obj = _REGISTRY.get(name)
-    except UnknownNameError as e:
-        raise UnknownScorerError(e.kind, e.name, e.known) from None
-    return obj() if isinstance(obj, type) else obj  # an entry point may name the class
-
-
-def scorer_names() -> list[str]:
-    return _REGISTRY.names()
-
-
-def task_scorer(cfg: TaskConfig) -> OfficialScorer:
-    return get_scorer(cfg.scorer)
+# Instances the registry (dt_eval/scoring/registry.py) hands out for the built-in names.
+MCQ_OFFICIAL = McqOfficialScorer()
+MMSU_OFFICIAL = MmsuOfficialScorer()

@@ -155,7 +155,7 @@ class ScoreReport:
 
 
 def _scorer(name: str):
-    from dt_eval.scoring.scorers import get_scorer
+    from dt_eval.scoring.registry import get_scorer
 
     return get_scorer(name)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval.scoring.aggregate import submission_records
-from dt_eval.scoring.scorers import task_scorer
+from dt_eval.scoring.registry import task_scorer
 from dt_eval.scoring.submission import SubmissionError, file_layout
 from dt_eval.storage.rundir import latest_by_key, read_samples
 from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, run_task_config

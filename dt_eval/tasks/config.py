@@ -131,7 +131,7 @@ class TaskConfig(BaseModel):
     @field_validator("scorer")
     @classmethod
     def _known_scorer(cls, v: str) -> str:
-        from dt_eval.scoring.scorers import get_scorer
+        from dt_eval.scoring.registry import get_scorer
 
         get_scorer(v)  # UnknownScorerError (a ValueError) lists the registered ones
         return v
@@ -145,7 +145,7 @@ class TaskConfig(BaseModel):
         elif self.family.title is None:
             self.family.title = self.family.name
         if self.submission_reader is None:
-            from dt_eval.scoring.scorers import get_scorer
+            from dt_eval.scoring.registry import get_scorer
 
             self.submission_reader = get_scorer(self.scorer).submission_reader
         return self
