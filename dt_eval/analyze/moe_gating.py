@@ -21,7 +21,6 @@ identically shows exactly 0. More per-token measures: routing_stats.register_mea
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import shutil
 import sys
@@ -43,6 +42,7 @@ from dt_eval.analyze.routing_stats import (
     load_entropy_bits,
 )
 from dt_eval.analyze.runs import AnalyzeError, RunData, load_run
+from dt_eval.util.hashing import sha256_text
 
 FORMAT = "dt-eval-gating/1"
 STORE_DTYPES = ("float16", "float32")
@@ -141,7 +141,7 @@ def _compatible(base: list, tuned: list, path: str) -> None:
 
 
 def _digest_of(digests: Iterable[str]) -> str:
-    return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+    return sha256_text("".join(digests))[:16]
 
 
 def _per_layer(values: np.ndarray, tokens: np.ndarray) -> list[float | None]:

@@ -136,10 +136,10 @@ def score_cmd(
     """Score a prediction file exactly like the benchmark's official script."""
     from dt_eval.scoring.submission import (
         SubmissionError,
-        file_sha256,
         read_prediction_file,
         score_records,
     )
+    from dt_eval.util.hashing import sha256_file
     from dt_eval.tasks.config import UnknownTaskError, load_task
 
     try:
@@ -156,7 +156,7 @@ def score_cmd(
     if output:
         data = report.to_json()
         data["predictions_file"] = str(predictions)
-        data["predictions_sha256"] = file_sha256(predictions)
+        data["predictions_sha256"] = sha256_file(predictions)
         data["dt_eval_version"] = __version__
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

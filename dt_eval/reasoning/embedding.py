@@ -27,7 +27,6 @@ torch and sentence-transformers are imported only when the model is loaded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from dt_eval.reasoning.types import CotInput, CotScore
+from dt_eval.util.hashing import sha256_file, sha256_text
 
 SCORER = "embedding"
 VERSION = "dt-eval-embedding-v1"  # chunking + pooling + mapping scheme
@@ -72,12 +72,9 @@ def verify_sha256(file: Path, expected: str) -> None:
     key = (str(file.resolve()), expected)
     if key in _VERIFIED:
         return
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != expected:
-        raise EmbedderError(f"{file}: sha256 {h.hexdigest()} does not match the expected {expected}; "
+    got = sha256_file(file)
+    if got != expected:
+        raise EmbedderError(f"{file}: sha256 {got} does not match the expected {expected}; "
                             "refusing to use an unverified embedding model")
     _VERIFIED.add(key)
 
@@ -279,7 +276,7 @@ class Embedder:
         texts = [t or "" for t in texts]
         found: dict[str, tuple[np.ndarray, int]] = {}
         if self.cache is not None:
-            shas = {t: hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts if t.strip()}
+            shas = {t: sha256_text(t) for t in texts if t.strip()}
             hits = self.cache.get_many(self.cache_key, list(set(shas.values())))
             found = {t: hits[h] for t, h in shas.items() if h in hits}
         todo = list(dict.fromkeys(t for t in texts if t.strip() and t not in found))
@@ -288,7 +285,7 @@ class Embedder:
             self.encoded_texts += len(todo)
             fresh = {t: (vecs[i], counts[i]) for i, t in enumerate(todo)}
             if self.cache is not None:
-                self.cache.put_many(self.cache_key, [(hashlib.sha256(t.encode("utf-8")).hexdigest(), v, n)
+                self.cache.put_many(self.cache_key, [(sha256_text(t), v, n)
                                                      for t, (v, n) in fresh.items()])
             found |= fresh
         dim = next((v.shape[0] for v, _ in found.values()), None)

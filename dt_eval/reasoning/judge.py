@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dt_eval.reasoning.types import stable_hash
+from dt_eval.util.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ This module is the integration layer; the scorers themselves never import the ru
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import statistics
@@ -40,6 +39,7 @@ from typing import Any
 
 from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
 from dt_eval.reasoning.types import CotInput, CotScore
+from dt_eval.util.locks import FileLock, try_lock
 
 COT_FILE = "cot.jsonl"
 CACHE_FILE = "judge_cache.sqlite"
@@ -307,26 +307,14 @@ def _line(inp: CotInput, s: CotScore, judge_model: str | None) -> dict[str, Any]
     return line
 
 
-class _RunLock:
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-        self.fd: int | None = None
+def _lock_run(run_dir: Path) -> FileLock:
+    """The run directory's lock (the one `dt-eval run` holds), without waiting."""
+    from dt_eval.storage.rundir import LOCK
 
-    def __enter__(self) -> _RunLock:
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise RescoreError(f"{self.path.parent} is in use by another dt-eval process") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+    lock = try_lock(run_dir / LOCK)
+    if lock is None:
+        raise RescoreError(f"{run_dir} is in use by another dt-eval process")
+    return lock
 
 
 def _make_embedder(embedder: Any, cache_path: Path | None):
@@ -422,7 +410,7 @@ async def arescore_run(
         own_judge = True
     judge_model_name = judge.config.model if judge is not None else None
     cot_path = run_dir / COT_FILE
-    with _RunLock(run_dir):
+    with _lock_run(run_dir):
         try:
             for name in names:
                 t0 = time.monotonic()

@@ -6,8 +6,6 @@ Pure data: no I/O, no dependency on the run machinery, so an RL reward function 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,12 +63,6 @@ class CotScore:
         d = asdict(self)
         d["scored"] = self.scored
         return d
-
-
-def stable_hash(obj: Any) -> str:
-    """sha256 of a JSON-serialisable object in canonical form (sorted keys, no spaces)."""
-    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
 def render_options(choices: list[str], labels: str = "ABCDEFGHIJ") -> str:

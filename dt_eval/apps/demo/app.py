@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import queue
@@ -49,6 +48,7 @@ import yaml
 
 from dt_eval.pipeline.audio import AudioError, load_audio
 from dt_eval.types import AudioRef
+from dt_eval.util.hashing import sha256_text
 from dt_eval.util.resources import resource_paths
 
 DEFAULT_HOST = "127.0.0.1"
@@ -184,7 +184,7 @@ def ensure_examples(cache_dir: str | Path | None = None) -> list[DemoExample]:
     found = []
     for ex in spec.get("examples", []):
         clip = dict(ex["clip"])
-        digest = hashlib.sha256(json.dumps(clip, sort_keys=True).encode()).hexdigest()[:10]
+        digest = sha256_text(json.dumps(clip, sort_keys=True))[:10]
         path = out_dir / f"{ex['name']}-{digest}.wav"
         if not path.is_file():
             tmp = out_dir / f".{path.name}.{os.getpid()}.tmp.wav"
