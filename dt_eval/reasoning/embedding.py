@@ -37,6 +37,7 @@ import numpy as np
 
 from dt_eval.reasoning.types import CotInput, CotScore
 from dt_eval.util.hashing import sha256_file, sha256_text
+from dt_eval.util.sqlite_cache import SqliteCache
 
 SCORER = "embedding"
 VERSION = "dt-eval-embedding-v1"  # chunking + pooling + mapping scheme
@@ -91,43 +92,23 @@ class EmbeddingCache:
     """SQLite store of pooled text embeddings, keyed by (model key, sha256 of the text)."""
 
     def __init__(self, path: str | Path):
-        import sqlite3
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS embedding_cache (model_key TEXT NOT NULL, text_sha TEXT NOT NULL, "
-                         "n_chunks INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model_key, text_sha))")
+        self._store = SqliteCache(path, "embedding_cache", keys=[("model_key", "TEXT"), ("text_sha", "TEXT")],
+                                  values=[("n_chunks", "INTEGER"), ("vec", "BLOB")])
+        self.path = self._store.path
 
     def get_many(self, model_key: str, shas: list[str]) -> dict[str, tuple[np.ndarray, int]]:
-        out: dict[str, tuple[np.ndarray, int]] = {}
-        with self._lock:
-            for i in range(0, len(shas), 500):
-                part = shas[i:i + 500]
-                q = ("SELECT text_sha, n_chunks, vec FROM embedding_cache WHERE model_key=? AND text_sha IN (" +
-                     ",".join("?" * len(part)) + ")")
-                for sha, n, blob in self._db.execute(q, (model_key, *part)):
-                    out[sha] = (np.frombuffer(blob, dtype=np.float32).copy(), int(n))
-        return out
+        found = self._store.get_many((model_key, sha) for sha in shas)
+        return {sha: (np.frombuffer(blob, dtype=np.float32).copy(), int(n)) for (_, sha), (n, blob) in found.items()}
 
     def put_many(self, model_key: str, rows: list[tuple[str, np.ndarray, int]]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?, ?)",
-                                 [(model_key, sha, int(n), np.asarray(v, dtype=np.float32).tobytes())
-                                  for sha, v, n in rows])
-            self._db.execute("COMMIT")
+        self._store.put_many(((model_key, sha), (int(n), np.asarray(v, dtype=np.float32).tobytes()))
+                             for sha, v, n in rows)
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM embedding_cache").fetchone()[0]
+        return len(self._store)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 class Embedder:
