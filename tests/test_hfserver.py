@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dt_eval.serving.hfserver.app import _apply_stop, _stream_parts, split_qwen3
+from dt_eval.serving.hfserver.textsplit import apply_stop, split_qwen3, stream_parts
 
 from .servers import hfserver
 
@@ -71,7 +71,7 @@ def test_split_qwen3_matches_vllm(text, enabled, expected):
 def test_stream_parts_grow_monotonically_and_match_final(text, enabled):
     prev = ("", "")
     for i in range(len(text) + 1):
-        r, c = _stream_parts(text[:i], i == len(text), enabled)
+        r, c = stream_parts(text[:i], i == len(text), enabled)
         assert r.startswith(prev[0]) and c.startswith(prev[1]), (text[:i], prev, (r, c))
         prev = (r, c)
     reasoning, content = split_qwen3(text, enabled)
@@ -79,11 +79,27 @@ def test_stream_parts_grow_monotonically_and_match_final(text, enabled):
 
 
 def test_apply_stop():
-    assert _apply_stop("abc STOP def", ["STOP"], True) == ("abc ", "STOP")
-    assert _apply_stop("abc ST", ["STOP"], False) == ("abc ", None)  # partial stop held back
-    assert _apply_stop("abc ST", ["STOP"], True) == ("abc ST", None)
-    assert _apply_stop("a b c", ["c", "b"], True) == ("a ", "b")  # earliest wins
-    assert _apply_stop("abc", None, False) == ("abc", None)
+    assert apply_stop("abc STOP def", ["STOP"], True) == ("abc ", "STOP")
+    assert apply_stop("abc ST", ["STOP"], False) == ("abc ", None)  # partial stop held back
+    assert apply_stop("abc ST", ["STOP"], True) == ("abc ST", None)
+    assert apply_stop("a b c", ["c", "b"], True) == ("a ", "b")  # earliest wins
+    assert apply_stop("abc", None, False) == ("abc", None)
+
+
+def test_generate_kwargs_shared_by_the_backend_and_the_server():
+    torch = pytest.importorskip("torch")
+    from dt_eval.backends.base import SamplingConfig
+    from dt_eval.backends.hf import generate_kwargs
+
+    greedy = SamplingConfig(max_tokens=7, temperature=0.0, top_p=0.5, top_k=3, seed=1, repetition_penalty=1.1)
+    assert generate_kwargs(greedy) == {"max_new_tokens": 7, "do_sample": False, "repetition_penalty": 1.1}
+    sampled = SamplingConfig(max_tokens=7, temperature=0.6, top_p=0.95, top_k=20, seed=123)
+    torch.manual_seed(0)
+    assert generate_kwargs(sampled) == {"max_new_tokens": 7, "do_sample": True, "temperature": 0.6, "top_p": 0.95,
+                                        "top_k": 20}
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))  # the seed was applied right there
 
 
 # --------------------------------------------------------------------------------------------

@@ -117,10 +117,10 @@ class InputBuilder:
         return self.audio_token_id is not None
 
     def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from dt_eval.backends.hf import _to_hf_messages
+        from dt_eval.backends.hf import to_hf_messages
 
         if self.takes_audio:
-            return _to_hf_messages(messages)
+            return to_hf_messages(messages)
         out = []
         for m in messages:
             if isinstance(m["content"], str):

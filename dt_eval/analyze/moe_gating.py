@@ -77,15 +77,6 @@ def _with_model(path: str, device: str, dtype: Any, fn: Callable[[Any], Any]) ->
             torch.cuda.empty_cache()
 
 
-def _device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
-    import torch
-
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype in (None, "auto"):
-        return dev, torch.bfloat16 if dev.startswith("cuda") else torch.float32
-    return dev, getattr(torch, dtype)
-
-
 def _route_items(model: Any, routers: list, builder: InputBuilder, items: list[Item], audio_rate: int,
                  window_s: float | None, hook: BaseRecorder | TunedComparer, device: str,
                  skipped: dict[str, int] | None, say: Callable[[str], None], label: str) -> list[str]:
@@ -300,7 +291,9 @@ def gating(base: str, tuned: list[str], tasks: list[str] | None = None, *, outpu
     items = collect_items(tasks, data_dirs or {}, limit, settings, run, repeat, skipped)
     if not items:
         raise AnalyzeError(f"no item to analyse (skipped: {skipped or 'none loaded'})")
-    dev, torch_dtype = _device_dtype(device, dtype)
+    from dt_eval.backends.hf import resolve_device_dtype
+
+    dev, torch_dtype = resolve_device_dtype(device, dtype)
     measures = list(TOKEN_MEASURES)
 
     # -- base pass: router distributions to the cache, base expert load

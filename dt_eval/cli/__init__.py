@@ -139,8 +139,8 @@ def score_cmd(
         read_prediction_file,
         score_records,
     )
-    from dt_eval.util.hashing import sha256_file
     from dt_eval.tasks.config import UnknownTaskError, load_task
+    from dt_eval.util.hashing import sha256_file
 
     try:
         cfg = load_task(task)
@@ -166,18 +166,6 @@ def _split_csv(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
         out += [x.strip() for x in v.split(",") if x.strip()]
-    return out
-
-
-def _data_dirs(values: list[str] | None) -> dict[str, str]:
-    """`--data-dir DIR` (all tasks) or `--data-dir mmau=DIR` (one task), repeatable."""
-    out: dict[str, str] = {}
-    for v in values or []:
-        task, sep, path = v.partition("=")
-        if sep and not Path(v).exists():
-            out[task] = path
-        else:
-            out["*"] = v
     return out
 
 
@@ -225,7 +213,7 @@ def run_cmd(
     import asyncio
 
     from dt_eval.backends import BACKENDS, make_backend
-    from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_gen_kwargs
+    from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_data_dirs, parse_gen_kwargs
     from dt_eval.pipeline.runner import RunError, Runner
     from dt_eval.reporting.tables import error_counts, print_results
     from dt_eval.tasks.config import UnknownTaskError, load_task
@@ -272,7 +260,7 @@ def run_cmd(
     opts.output = output or Path("runs") / Path(model.rstrip("/")).name
     opts.base_urls = _split_csv(base_url)
     opts.limit, opts.repeats, opts.concurrency, opts.batch_size = limit, repeats, concurrency, batch_size
-    opts.data_dirs, opts.seed, opts.retry_errors = _data_dirs(data_dir), seed, retry_errors
+    opts.data_dirs, opts.seed, opts.retry_errors = parse_data_dirs(data_dir), seed, retry_errors
     opts.timeout_s, opts.max_retries, opts.device, opts.dtype = timeout, max_retries, device, dtype
     opts.progress = not no_progress
     opts.lm_eval_include_path = lm_eval_include_path
