@@ -410,3 +410,43 @@ def test_stream_client_disconnect_keeps_server_healthy(server):
     assert status == 200
     msg = body["choices"][0]["message"]
     assert (msg["reasoning"], msg["content"]) == FALLING
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_dt_eval_serve_engine_hf_stops_its_server(model_dir, tmp_path, how):
+    """`dt-eval serve --engine hf`: "ready: URL" on stdout once healthy; Ctrl-C (SIGINT to its
+    foreground process group) or SIGTERM to dt-eval stops the server it started, which runs in a
+    session of its own."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "dt_eval.cli", "serve", "--engine", "hf", "--model", str(model_dir),
+                                 "--port", str(port), "--served-model-name", NAME, "--timeout", "300", "--",
+                                 "--device", "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        line = proc.stdout.readline()  # only "ready: URL" goes to stdout, once /v1/models answers
+        assert line == f"ready: http://127.0.0.1:{port}/v1\n", log.read_text()[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
+            assert json.loads(r.read())["data"][0]["id"] == NAME
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the server is not in this group
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "stopping the server ..." in log.read_text()
+    with socket.socket() as s:  # the server is gone with it
+        assert s.connect_ex(("127.0.0.1", port)) != 0
