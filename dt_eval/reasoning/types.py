@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dt_eval.tasks.prompts import format_options
+
 
 @dataclass
 class CotInput:
@@ -69,4 +71,4 @@ def render_options(choices: list[str], labels: str = "ABCDEFGHIJ") -> str:
     """Options as "(A) text" lines (the same shape dt-eval's prompts use)."""
     if not choices:
         return "(none)"
-    return "\n".join(f"({labels[i] if i < len(labels) else i + 1}) {c}" for i, c in enumerate(choices))
+    return format_options(choices, [labels[i] if i < len(labels) else str(i + 1) for i in range(len(choices))])

@@ -220,8 +220,9 @@ def render_question(question: str, options: list[str]) -> str:
     question = question.strip() or DEFAULT_QUESTION
     if not options:
         return question
-    lines = [f"({OPTION_LABELS[i]}) {o}" for i, o in enumerate(options)]
-    return question + "\nChoices:\n" + "\n".join(lines)
+    from dt_eval.tasks.prompts import format_options
+
+    return question + "\nChoices:\n" + format_options(options, OPTION_LABELS)
 
 
 def _file_path(f: Any) -> str | None:
