@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and s
 # pipe buffer holds) and writes a marker file once all of it got out.
 HTTP_SERVER = r"""
 import http.server, sys, threading
+from pathlib import Path
 print("booting", file=sys.stderr, flush=True)
 srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -66,8 +67,9 @@ def test_ready_line_health_check_drained_stdout_and_sigterm(tmp_path):
         with urllib.request.urlopen(url, timeout=10) as r:
             assert r.status == 200
         assert server.wait_ready(60, health_url=url) == url
-        _until(marker.exists)  # 2 MB went through stdout while nobody waited on it: it is drained
-        assert server.poll() is None
+        # 2 MB went through stdout while nobody waited on it: it is drained
+        _until(lambda: marker.exists() or server.poll() is not None)
+        assert server.poll() is None and marker.exists(), server.log_tail()
     finally:
         code = server.stop()
     assert code == -signal.SIGTERM
