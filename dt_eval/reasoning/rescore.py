@@ -39,7 +39,7 @@ from typing import Any
 
 from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
 from dt_eval.reasoning.types import CotInput, CotScore
-from dt_eval.util.locks import FileLock, try_lock
+from dt_eval.util.locks import HeldLock, try_lock
 
 COT_FILE = "cot.jsonl"
 CACHE_FILE = "judge_cache.sqlite"
@@ -307,7 +307,7 @@ def _line(inp: CotInput, s: CotScore, judge_model: str | None) -> dict[str, Any]
     return line
 
 
-def _lock_run(run_dir: Path) -> FileLock:
+def _lock_run(run_dir: Path) -> HeldLock:
     """The run directory's lock (the one `dt-eval run` holds), without waiting."""
     from dt_eval.storage.rundir import LOCK
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dt_eval.util.locks import FileLock, try_lock
+from dt_eval.util.locks import HeldLock, try_lock
 
 SAMPLES = "samples.jsonl"
 CONFIG = "config.json"
@@ -132,7 +132,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._fd: int | None = None
-        self._lock: FileLock | None = None
+        self._lock: HeldLock | None = None
         self._last_sync = 0.0
         self._unsynced = 0
         # appends come from worker threads (record building runs off the event loop): one line at

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-class FileLock:
+class HeldLock:
     """A held lock; `release()` (idempotent) gives it back."""
 
     def __init__(self, lock: Any):
@@ -25,7 +25,7 @@ class FileLock:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> FileLock:
+    def __enter__(self) -> HeldLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -39,7 +39,7 @@ def _new(path: str | Path) -> Any:
     return filelock.FileLock(str(path), mode=0o644, thread_local=False)
 
 
-def try_lock(path: str | Path) -> FileLock | None:
+def try_lock(path: str | Path) -> HeldLock | None:
     """Take the lock on `path` (created if missing) without waiting; None while someone else holds it."""
     import filelock
 
@@ -48,7 +48,7 @@ def try_lock(path: str | Path) -> FileLock | None:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         return None
-    return FileLock(lock)
+    return HeldLock(lock)
 
 
 @contextmanager
