@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.tasks.prompts import PromptError, format_options
+
 from .config import PromptConfig
 
 _AUDIO_KEYS = ("audio", "audio_path", "audio_id", "wav", "path")
@@ -152,9 +154,10 @@ def load_items(path: str | Path, audio_root: str | Path | None = None, reference
 
 
 def render_options(choices: list[str], cfg: PromptConfig) -> str:
-    if len(choices) > len(cfg.labels):
-        raise DataError(f"{len(choices)} options but only {len(cfg.labels)} labels")
-    return "\n".join(cfg.option_format.format(label=cfg.labels[i], text=c) for i, c in enumerate(choices))
+    try:
+        return format_options(choices, cfg.labels, cfg.option_format)  # as dt-eval's task prompts
+    except PromptError:
+        raise DataError(f"{len(choices)} options but only {len(cfg.labels)} labels") from None
 
 
 def user_text(item: McqItem, cfg: PromptConfig) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from dt_eval.backends.openai_compat import _short_server_message
+from dt_eval.backends.openai_compat import short_server_message
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.util.redact import (
     basic_auth_header,
@@ -135,7 +135,7 @@ async def fetch_models(base_url: str, *, api_key: str | None = None, timeout_s: 
                 if r.status != 200:
                     raise StreamError(
                         f"{redact_url(base_url)} answered HTTP {r.status} to GET /models: "
-                        f"{_redact(_short_server_message(raw), key, password)}")
+                        f"{_redact(short_server_message(raw), key, password)}")
                 data = json.loads(raw)
     except aiohttp.ClientConnectorError:
         raise ServerUnreachable(f"cannot connect to the model server at {redact_url(base_url)}") from None
@@ -187,7 +187,7 @@ async def stream_chat(
             if resp.status != 200:
                 raw = await resp.read()
                 raise StreamError(f"the model server at {shown} answered HTTP {resp.status}: "
-                                  f"{_redact(_short_server_message(raw), key, password)}")
+                                  f"{_redact(short_server_message(raw), key, password)}")
             buf = b""
             done = False
             try:

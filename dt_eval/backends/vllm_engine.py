@@ -15,7 +15,7 @@ from dt_eval.backends.base import (
     LocalBatchedBackend,
     SamplingConfig,
 )
-from dt_eval.backends.hf import _to_hf_messages
+from dt_eval.backends.hf import to_hf_messages
 
 
 def sampling_params(s: SamplingConfig):
@@ -82,7 +82,7 @@ class VLLMBackend(LocalBatchedBackend):
         prompts = []
         for r in batch:
             text = self.processor.apply_chat_template(
-                _to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs)
+                to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs)
             audio = [(a.array, a.sampling_rate) for a in r.audio]
             prompt: dict[str, Any] = {"prompt": text}
             if audio:  # text-only requests (lm-eval text tasks) carry no multi_modal_data

@@ -177,11 +177,11 @@ def score_cmd(
     """Score a prediction file exactly like the benchmark's official script."""
     from dt_eval.scoring.submission import (
         SubmissionError,
-        file_sha256,
         read_prediction_file,
         score_records,
     )
     from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, load_task
+    from dt_eval.util.hashing import sha256_file
 
     _use_tasks_dirs(tasks_dir)
     try:
@@ -198,7 +198,7 @@ def score_cmd(
     if output:
         data = report.to_json()
         data["predictions_file"] = str(predictions)
-        data["predictions_sha256"] = file_sha256(predictions)
+        data["predictions_sha256"] = sha256_file(predictions)
         data["dt_eval_version"] = __version__
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -208,18 +208,6 @@ def _split_csv(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
         out += [x.strip() for x in v.split(",") if x.strip()]
-    return out
-
-
-def _data_dirs(values: list[str] | None) -> dict[str, str]:
-    """`--data-dir DIR` (all tasks) or `--data-dir mmau=DIR` (one task), repeatable."""
-    out: dict[str, str] = {}
-    for v in values or []:
-        task, sep, path = v.partition("=")
-        if sep and not Path(v).exists():
-            out[task] = path
-        else:
-            out["*"] = v
     return out
 
 
@@ -268,7 +256,7 @@ def run_cmd(
     import asyncio
 
     from dt_eval.backends import BackendSettings, UnknownBackendError, backend_factory
-    from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_gen_kwargs
+    from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_data_dirs, parse_gen_kwargs
     from dt_eval.pipeline.runner import RunError, Runner
     from dt_eval.reporting.tables import error_counts, print_results
     from dt_eval.tasks.config import UnknownTaskError, load_task
@@ -319,7 +307,7 @@ def run_cmd(
     opts.output = output or Path("runs") / Path(model.rstrip("/")).name
     opts.base_urls = _split_csv(base_url)
     opts.limit, opts.repeats, opts.concurrency, opts.batch_size = limit, repeats, concurrency, batch_size
-    opts.data_dirs, opts.seed, opts.retry_errors = _data_dirs(data_dir), seed, retry_errors
+    opts.data_dirs, opts.seed, opts.retry_errors = parse_data_dirs(data_dir), seed, retry_errors
     opts.timeout_s, opts.max_retries, opts.device, opts.dtype = timeout, max_retries, device, dtype
     opts.progress = not no_progress
     opts.lm_eval_include_path = lm_eval_include_path

@@ -28,7 +28,6 @@ This module is the integration layer; the scorers themselves never import the ru
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import statistics
@@ -48,6 +47,7 @@ from dt_eval.reasoning.registry import (
     summarize,
 )
 from dt_eval.reasoning.types import CotInput, CotScore
+from dt_eval.util.locks import HeldLock, try_lock
 
 COT_FILE = "cot.jsonl"
 CACHE_FILE = "judge_cache.sqlite"
@@ -298,26 +298,14 @@ def _uses_judge(name: str) -> bool:
         return False
 
 
-class _RunLock:
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-        self.fd: int | None = None
+def _lock_run(run_dir: Path) -> HeldLock:
+    """The run directory's lock (the one `dt-eval run` holds), without waiting."""
+    from dt_eval.storage.rundir import LOCK
 
-    def __enter__(self) -> _RunLock:
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise RescoreError(f"{self.path.parent} is in use by another dt-eval process") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+    lock = try_lock(run_dir / LOCK)
+    if lock is None:
+        raise RescoreError(f"{run_dir} is in use by another dt-eval process")
+    return lock
 
 
 def _make_embedder(embedder: Any, cache_path: Path | None):
@@ -413,7 +401,7 @@ async def arescore_run(
     ctx = ScoreContext(judge=judge, embedder=emb, weight=weight, score_wrong=score_wrong, format_style=format_style,
                        rubrics=rubrics_config)
     cot_path = run_dir / COT_FILE
-    with _RunLock(run_dir):
+    with _lock_run(run_dir):
         try:
             for name in names:
                 t0 = time.monotonic()

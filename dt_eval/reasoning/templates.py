@@ -8,13 +8,14 @@ keys on it, so editing a prompt without bumping its version still never reuses s
 
 from __future__ import annotations
 
-import hashlib
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
 import yaml
+
+from dt_eval.util.hashing import sha256_bytes
 
 
 class TemplateError(ValueError):
@@ -69,5 +70,5 @@ def load_prompt(name: str) -> PromptTemplate:
     return PromptTemplate(
         name=raw["name"], version=str(raw["version"]), source=str(raw.get("source") or ""),
         system=raw.get("system"), user=raw["user"], parts=dict(raw.get("parts") or {}),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256_bytes(data),
     )

@@ -8,7 +8,6 @@ the report, the file reader and the dispatch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -233,14 +232,6 @@ def file_layout(reader: str, name: str) -> str:
             "the official script picks its reader from the file name: .json (one JSON array) or .jsonl (JSON lines)"
         )
     raise ValueError(f"unknown reader {reader!r}")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- scoring

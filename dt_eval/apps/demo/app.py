@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
-import queue
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,7 +46,8 @@ import yaml
 
 from dt_eval.pipeline.audio import AudioError, load_audio
 from dt_eval.types import AudioRef
-from dt_eval.util.resources import resource_paths
+from dt_eval.util.hashing import sha256_text
+from dt_eval.util.resources import cache_root, resource_paths
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -146,8 +144,7 @@ def _examples_yaml() -> Path | None:
 
 def examples_cache_dir() -> Path:
     """``$DT_EVAL_CACHE/demo-examples`` or ``~/.cache/dt-eval/demo-examples``."""
-    root = os.environ.get("DT_EVAL_CACHE") or str(Path.home() / ".cache" / "dt-eval")
-    return Path(root) / "demo-examples"
+    return cache_root() / "demo-examples"
 
 
 def _synthesise(clip: dict[str, Any], path: Path) -> bool:
@@ -184,7 +181,7 @@ def ensure_examples(cache_dir: str | Path | None = None) -> list[DemoExample]:
     found = []
     for ex in spec.get("examples", []):
         clip = dict(ex["clip"])
-        digest = hashlib.sha256(json.dumps(clip, sort_keys=True).encode()).hexdigest()[:10]
+        digest = sha256_text(json.dumps(clip, sort_keys=True))[:10]
         path = out_dir / f"{ex['name']}-{digest}.wav"
         if not path.is_file():
             tmp = out_dir / f".{path.name}.{os.getpid()}.tmp.wav"
@@ -223,8 +220,9 @@ def render_question(question: str, options: list[str]) -> str:
     question = question.strip() or DEFAULT_QUESTION
     if not options:
         return question
-    lines = [f"({OPTION_LABELS[i]}) {o}" for i, o in enumerate(options)]
-    return question + "\nChoices:\n" + "\n".join(lines)
+    from dt_eval.tasks.prompts import format_options
+
+    return question + "\nChoices:\n" + format_options(options, OPTION_LABELS)
 
 
 def _file_path(f: Any) -> str | None:
@@ -610,6 +608,8 @@ def local_server(model: str, served_model_name: str | None = None, *, host: str 
     if not Path(model).expanduser().exists():
         raise DemoError(f"--model {model}: no such directory (the demo's local server loads checkpoints "
                         "from disk; for a hub id, serve it with `dt-eval serve` and pass --base-url)")
+    from dt_eval.serving.procs import ServerProcess, ServerProcessError
+
     log_dir = Path(tempfile.mkdtemp(prefix="dt-eval-demo-"))
     log_path = log_dir / "hfserver.log"
     cmd = [sys.executable, "-m", "dt_eval.serving.hfserver", "--model", str(model), "--host", host, "--port", "0"]
@@ -620,58 +620,18 @@ def local_server(model: str, served_model_name: str | None = None, *, host: str 
     env.setdefault("HF_HUB_OFFLINE", "1")
     if echo:
         print(f"starting the model server: {' '.join(cmd[1:])} (log: {log_path})", file=sys.stderr, flush=True)
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
-    lines: queue.Queue = queue.Queue()
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=reader, daemon=True).start()
+    server = ServerProcess(cmd, name="the model server", log_path=log_path, env=env, ready_prefix="ready: ")
     try:
-        url = None
-        deadline = time.monotonic() + timeout_s
-        while url is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DemoError(f"the model server was not ready after {timeout_s:g} s; "
-                                f"log tail:\n{_tail(log_path)}")
-            try:
-                line = lines.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if line is None:
-                proc.wait()
-                raise DemoError(f"the model server exited with code {proc.returncode} before it was ready; "
-                                f"log tail:\n{_tail(log_path)}")
-            if line.startswith("ready: "):
-                url = line.split(" ", 1)[1].strip()
+        try:
+            url = server.wait_ready(timeout_s)
+        except ServerProcessError as e:
+            raise DemoError(str(e)) from None
         if echo:
             print(f"model server ready at {url}", file=sys.stderr, flush=True)
         yield url
     finally:
-        stop_process(proc)
+        server.stop()
         shutil.rmtree(log_dir, ignore_errors=True)
-
-
-def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "(no log)"
 
 
 # --------------------------------------------------------------------------------------------

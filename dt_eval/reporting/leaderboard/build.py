@@ -29,6 +29,7 @@ from dt_eval.reporting.leaderboard.published import (
     entry_to_json,
     normalise_model_name,
 )
+from dt_eval.util.hashing import sha256_file
 
 SCHEMA = "dt-eval-leaderboard/1"
 
@@ -48,11 +49,7 @@ class BuildError(RuntimeError):
 def file_sha256(path: Path) -> str | None:
     if not path.exists():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
