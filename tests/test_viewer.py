@@ -226,7 +226,7 @@ def test_html_is_self_contained_and_embeds_audio_when_asked(two_runs, tmp_path):
     clips = {Path(json.loads(line)["audio"]) for line in (two_runs["a"] / "samples.jsonl").read_text().splitlines()}
     wav = next(c for c in clips if c.name == data["audio_names"][0])
     assert first["audio"] == 0
-    prefix = "data:audio/x-wav;base64,"
+    prefix = "data:audio/wav;base64,"
     assert data["audio"][0].startswith(prefix) and base64.b64decode(data["audio"][0][len(prefix):]) == wav.read_bytes()
 
 
@@ -259,7 +259,7 @@ def test_server_serves_the_page_and_only_the_runs_audio(two_runs):
         data = page_data(body.decode())
         assert data["audio"][0] == "audio/0" and len(data["audio"]) == 8  # both runs share the clips
         status, wav, headers = get(srv.url + "audio/0")
-        assert status == 200 and wav == page.audio[0].read_bytes() and headers["Content-Type"] in ("audio/x-wav", "audio/wav")
+        assert status == 200 and wav == page.audio[0].read_bytes() and headers["Content-Type"] == "audio/wav"
         status, part, headers = get(srv.url + "audio/0", {"Range": "bytes=4-11"})
         assert status == 206 and part == wav[4:12] and headers["Content-Range"] == f"bytes 4-11/{len(wav)}"
         for bad in ("audio/8", "audio/-1", "audio/..%2fsamples.jsonl", "samples.jsonl", "etc/passwd",

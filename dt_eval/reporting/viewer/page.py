@@ -33,8 +33,15 @@ class Page:
     audio: list[Path]  # the files the page may play, by index (what the server may send)
 
 
+# Fixed types for the usual clip formats: `mimetypes` answers wav as audio/x-wav or audio/wav
+# depending on what other libraries registered in this process.
+_AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+                ".opus": "audio/ogg", ".m4a": "audio/mp4", ".webm": "audio/webm"}
+
+
 def audio_mime(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return (_AUDIO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+            or "application/octet-stream")
 
 
 def _audio_sources(paths: list[Path], mode: AudioMode) -> list[str]:
