@@ -5,7 +5,9 @@ API that dt-eval uses it behaves like ``vllm serve MODEL --reasoning-parser qwen
 
 * ``GET /health`` -> 200 (empty body, as vLLM). ``GET /v1/models``. ``POST /v1/chat/completions``.
 * ``GET /stats`` (not in vLLM) -> JSON counters: requests, batches, batched_requests, max_batch,
-  streams, errors. Non-streamed replies also carry an ``x-dt-batch-size`` header.
+  streams, errors, disconnects (streams whose client hung up before the end: generation is
+  stopped, and the log says after how many tokens), generating (streams generating now).
+  Non-streamed replies also carry an ``x-dt-batch-size`` header.
 * Message content: a string, or parts ``{"type": "text"}``,
   ``{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}`` and
   ``{"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,..."}}``. Only ``data:``
@@ -56,7 +58,8 @@ settings into one :meth:`HFBackend._generate_batch` call in a worker thread; one
 runs at a time. Sampled requests with a ``seed`` always run alone so they are reproducible.
 If a batch fails, its requests are retried one by one so one bad request cannot fail others.
 Streams run alone (``TextStreamer`` in a generate thread) and stop generating when the client
-goes away.
+goes away (noticed at the next token it would be sent): the log then says
+``client disconnected; generation stopped after N tokens``.
 
 Request audio is never logged; error messages name "embedded audio", not its bytes.
 
@@ -412,6 +415,8 @@ class _Stats:
     max_batch: int = 0
     streams: int = 0
     errors: int = 0
+    disconnects: int = 0  # streams whose client went away before the end
+    generating: int = 0  # streams whose generate() runs now
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -600,8 +605,10 @@ def _gen_kwargs(s: SamplingConfig) -> dict[str, Any]:
     return kw
 
 
-def _stream_generate(state: _State, req: GenerationRequest, push, cancel: threading.Event) -> dict[str, Any]:
-    """Run generate() for one request in this (worker) thread; text pieces go to `push`."""
+def _stream_generate(state: _State, req: GenerationRequest, push, cancel: threading.Event,
+                     progress: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run generate() for one request in this (worker) thread; text pieces go to `push`;
+    ``progress["tokens"]`` counts the tokens generated so far."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
@@ -609,13 +616,17 @@ def _stream_generate(state: _State, req: GenerationRequest, push, cancel: thread
 
     backend = state.backend
     delay = state.token_delay_s
+    progress = progress if progress is not None else {}
+    progress["tokens"] = 0
 
     class _Streamer(TextStreamer):
         def put(self, value):
             prompt = self.skip_prompt and self.next_tokens_are_prompt
             super().put(value)
-            if not prompt and delay:
-                time.sleep(delay)  # testing aid: makes incremental delivery observable
+            if not prompt:
+                progress["tokens"] += 1
+                if delay:
+                    time.sleep(delay)  # testing aid: makes incremental delivery observable
 
         def on_finalized_text(self, text: str, stream_end: bool = False):
             if text:
@@ -656,6 +667,7 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
     cancel = threading.Event()
+    progress: dict[str, int] = {"tokens": 0}
     created = int(time.time())
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
@@ -665,18 +677,25 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
 
     def run() -> None:
         try:
-            result = _stream_generate(state, parsed.request, push, cancel)
+            result = _stream_generate(state, parsed.request, push, cancel, progress)
             loop.call_soon_threadsafe(pieces.put_nowait, ("done", result))
         except BaseException as e:  # noqa: BLE001 - reported to the client below
             loop.call_soon_threadsafe(pieces.put_nowait, ("error", e))
+        finally:
+            loop.call_soon_threadsafe(_generation_ended)
+
+    def _generation_ended() -> None:
+        state.stats.generating -= 1
 
     raw = ""
     sent_r = sent_c = ""  # what the client has been sent so far
     stop_hit: str | None = None
+    generated = False  # generate() returned (the stream may still be sending its last chunks)
     try:
         await resp.write(_chunk(state, parsed, created, {"role": "assistant", "content": ""}))
         async with state.model_lock:
             worker = threading.Thread(target=run, name="hfserver-stream", daemon=True)
+            state.stats.generating += 1
             worker.start()
             try:
                 while True:
@@ -688,7 +707,7 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
                                          "type": "InternalServerError", "param": None, "code": 500}}
                         await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
                         break
-                    final = kind == "done"
+                    final = generated = kind == "done"
                     if kind == "text" and stop_hit is None:
                         raw += value
                     visible, hit = _apply_stop(raw, parsed.stop, final)
@@ -729,8 +748,14 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
                 await asyncio.to_thread(worker.join)  # the model is free only when generate returned
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-    except ConnectionResetError:  # the client went away: generation was stopped above
-        log.info("stream %s: client disconnected", parsed.request.key)
+    except ConnectionResetError:  # the client went away (Stop in the demo): generation was stopped above
+        state.stats.disconnects += 1
+        if generated:
+            log.info("stream %s: client disconnected after generation ended (%d tokens)",
+                     parsed.request.key, progress["tokens"])
+        else:
+            log.info("stream %s: client disconnected; generation stopped after %d tokens",
+                     parsed.request.key, progress["tokens"])
     return resp
 
 
