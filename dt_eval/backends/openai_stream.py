@@ -160,6 +160,10 @@ async def stream_chat(
     `messages` are sent as they are (audio already as ``input_audio`` parts); `fields` are further
     body fields (max_tokens, temperature, chat_template_kwargs, ...). The last update has
     ``finished=True``. Raises :class:`ServerUnreachable` / :class:`StreamError`.
+
+    A consumer that stops early (closes this generator or cancels its task: the demo's Stop)
+    hangs up: aiohttp closes a connection whose response was not read to the end rather than
+    pooling it, so the model server sees the disconnect and stops generating (tested).
     """
     key = resolve_api_key(api_key)
     url, auth, password = _endpoint(base_url, "/chat/completions", key)

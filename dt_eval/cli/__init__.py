@@ -497,6 +497,8 @@ def demo_cmd(
     served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model name to request (default: the server's first model, or --model).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per answer (default: the preset's, else 2048).")] = None,
     no_examples: Annotated[bool, typer.Option("--no-examples", help="Do not generate or show the example clips.")] = False,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model family preset (as for `dt-eval run --preset`; `dt-eval serve --list-presets`): its prompt, thinking switch, sampling and audio window. Detected from the model name when omitted.")] = None,
+    share: Annotated[bool, typer.Option("--share", help="Also publish a public Gradio share link (needs internet); the app still binds --host. Use with --auth.")] = False,
 ) -> None:
     """Gradio audio Q&A app: ask about a clip and watch the reasoning stream, then the answer.
 
@@ -511,7 +513,8 @@ def demo_cmd(
         return
     try:
         run_demo(base_url=base_url, model=model, host=host, port=port, auth=auth, window_s=window,
-                 served_model_name=served_model_name, max_tokens=max_tokens, examples=not no_examples)
+                 served_model_name=served_model_name, max_tokens=max_tokens, examples=not no_examples,
+                 preset=preset, share=share)
     except DemoError as e:
         fail(str(e))
     except KeyboardInterrupt:

@@ -5,7 +5,9 @@ API that dt-eval uses it behaves like ``vllm serve MODEL --reasoning-parser qwen
 
 * ``GET /health`` -> 200 (empty body, as vLLM). ``GET /v1/models``. ``POST /v1/chat/completions``.
 * ``GET /stats`` (not in vLLM) -> JSON counters: requests, batches, batched_requests, max_batch,
-  streams, errors. Non-streamed replies also carry an ``x-dt-batch-size`` header.
+  streams, errors, disconnects (streams whose client hung up before the end: generation is
+  stopped, and the log says after how many tokens), generating (streams generating now).
+  Non-streamed replies also carry an ``x-dt-batch-size`` header.
 * Message content: a string, or parts ``{"type": "text"}``,
   ``{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}`` and
   ``{"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,..."}}``. Only ``data:``
@@ -56,7 +58,8 @@ settings into one :meth:`HFBackend._generate_batch` call in a worker thread; one
 runs at a time. Sampled requests with a ``seed`` always run alone so they are reproducible.
 If a batch fails, its requests are retried one by one so one bad request cannot fail others.
 Streams run alone (``TextStreamer`` in a generate thread) and stop generating when the client
-goes away.
+goes away (noticed at the next token it would be sent): the log then says
+``client disconnected; generation stopped after N tokens``.
 
 Request audio is never logged; error messages name "embedded audio", not its bytes.
 
@@ -124,6 +127,8 @@ class _Stats:
     max_batch: int = 0
     streams: int = 0
     errors: int = 0
+    disconnects: int = 0  # streams whose client went away before the end
+    generating: int = 0  # streams whose generate() runs now
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -226,6 +231,7 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
     cancel = threading.Event()
+    progress: dict[str, int] = {"tokens": 0}
     created = int(time.time())
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
@@ -236,18 +242,25 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
     def run() -> None:
         try:
             result = stream_generate(state.backend, parsed.request, push, cancel, state.sampling_rate,
-                                     state.token_delay_s)
+                                     state.token_delay_s, progress)
             loop.call_soon_threadsafe(pieces.put_nowait, ("done", result))
         except BaseException as e:  # noqa: BLE001 - reported to the client below
             loop.call_soon_threadsafe(pieces.put_nowait, ("error", e))
+        finally:
+            loop.call_soon_threadsafe(_generation_ended)
+
+    def _generation_ended() -> None:
+        state.stats.generating -= 1
 
     raw = ""
     sent_r = sent_c = ""  # what the client has been sent so far
     stop_hit: str | None = None
+    generated = False  # generate() returned (the stream may still be sending its last chunks)
     try:
         await resp.write(_chunk(state, parsed, created, {"role": "assistant", "content": ""}))
         async with state.model_lock:
             worker = threading.Thread(target=run, name="hfserver-stream", daemon=True)
+            state.stats.generating += 1
             worker.start()
             try:
                 while True:
@@ -259,7 +272,7 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
                                          "InternalServerError")
                         await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
                         break
-                    final = kind == "done"
+                    final = generated = kind == "done"
                     if kind == "text" and stop_hit is None:
                         raw += value
                     visible, hit = apply_stop(raw, parsed.stop, final)
@@ -300,8 +313,14 @@ async def _stream_response(request: web.Request, state: _State, parsed: ParsedRe
                 await asyncio.to_thread(worker.join)  # the model is free only when generate returned
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-    except ConnectionResetError:  # the client went away: generation was stopped above
-        log.info("stream %s: client disconnected", parsed.request.key)
+    except ConnectionResetError:  # the client went away (Stop in the demo): generation was stopped above
+        state.stats.disconnects += 1
+        if generated:
+            log.info("stream %s: client disconnected after generation ended (%d tokens)",
+                     parsed.request.key, progress["tokens"])
+        else:
+            log.info("stream %s: client disconnected; generation stopped after %d tokens",
+                     parsed.request.key, progress["tokens"])
     return resp
 
 

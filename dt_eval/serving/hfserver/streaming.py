@@ -13,21 +13,28 @@ from dt_eval.backends.base import GenerationRequest
 
 
 def stream_generate(backend: Any, req: GenerationRequest, push: Callable[[str], None], cancel: threading.Event,
-                    sampling_rate: int, token_delay_s: float = 0.0) -> dict[str, Any]:
+                    sampling_rate: int, token_delay_s: float = 0.0,
+                    progress: dict[str, int] | None = None) -> dict[str, Any]:
     """Run generate() for one request in this (worker) thread; text pieces go to `push`.
     Returns finish reason and token counts as HFBackend counts them. `token_delay_s` (testing
-    aid) sleeps after each generated token."""
+    aid) sleeps after each generated token; ``progress["tokens"]`` counts the tokens generated
+    so far (the server logs it when a client hangs up mid-stream)."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
     from dt_eval.backends.hf import generate_kwargs, to_hf_messages
 
+    progress = progress if progress is not None else {}
+    progress["tokens"] = 0
+
     class _Streamer(TextStreamer):
         def put(self, value):
             prompt = self.skip_prompt and self.next_tokens_are_prompt
             super().put(value)
-            if not prompt and token_delay_s:
-                time.sleep(token_delay_s)  # testing aid: makes incremental delivery observable
+            if not prompt:
+                progress["tokens"] += 1
+                if token_delay_s:
+                    time.sleep(token_delay_s)  # testing aid: makes incremental delivery observable
 
         def on_finalized_text(self, text: str, stream_end: bool = False):
             if text:
