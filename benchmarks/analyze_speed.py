@@ -66,11 +66,11 @@ def main() -> int:
     import torch
 
     from dt_eval.analyze.moe import RouterTap, discover_routers, forward_target, load_model
-    from dt_eval.analyze.moe_gating import _device_dtype
     from dt_eval.analyze.routing_stats import TOKEN_MEASURES, Accumulator, BaseCache, BaseRecorder, TunedComparer
+    from dt_eval.backends.hf import resolve_device_dtype
     from dt_eval.testing.tiny_moe import build_tiny_moe
 
-    dev, dtype = _device_dtype(a.device, a.dtype)
+    dev, dtype = resolve_device_dtype(a.device, a.dtype)
     cuda = dev.startswith("cuda")
     if not cuda:
         torch.set_num_threads(a.threads)

@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,14 +78,17 @@ def bench_embedding(recs: list[dict]) -> list[tuple[str, str]]:
     ]
 
 
-def start_fake_server(delay: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/fault_server.py"), "--delay", str(delay)],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
+def start_fake_server(delay: float):
+    from dt_eval.serving.procs import ServerProcess
+
+    proc = ServerProcess([sys.executable, str(ROOT / "tests/fault_server.py"), "--delay", str(delay)],
+                         name="the fake judge server", ready_prefix="PORT ")
+    try:
+        port = int(proc.wait_ready(60))
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 async def judge_run(url: str, concurrency: int, n: int, delay: float) -> tuple[float, int]:
@@ -118,8 +120,7 @@ def bench_judge(delay: float, n: int, n_c1: int) -> list[tuple[str, str]]:
                          f"{dt:.2f} s, {ideal / dt * 100:.0f}% of ideal, {reqs / dt:.0f} req/s, "
                          f"client {cpu / reqs * 1000:.2f} CPU-ms/req ({ok} ok)"))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
     return rows
 
 

@@ -198,17 +198,17 @@ def worker(args: argparse.Namespace) -> None:
 # Driver
 
 
-def start_server(delay: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "fault_server.py"), "--delay", str(delay)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().strip()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"fault server did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
+def start_server(delay: float):
+    from dt_eval.serving.procs import ServerProcess
+
+    proc = ServerProcess([sys.executable, str(ROOT / "tests" / "fault_server.py"), "--delay", str(delay)],
+                         name="the fault server", ready_prefix="PORT ")
+    try:
+        port = int(proc.wait_ready(60))
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -312,8 +312,7 @@ def main() -> None:
                 )
                 print(f"  done: {client} c={c}", file=sys.stderr, flush=True)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
 
     print(f"\nServer delay {args.delay * 1e3:g} ms; audio {args.audio_seconds:g} s @ 16 kHz per request; "
           f"{os.cpu_count()} CPUs; concurrency 1 uses {args.requests_c1} requests, others {args.requests}.")

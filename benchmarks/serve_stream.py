@@ -43,19 +43,18 @@ import argparse
 import asyncio
 import json
 import os
-import queue
+import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from dt_eval.serving.procs import ServerProcess, ServerProcessError  # noqa: E402
 
 NAME = "tiny-qwen2audio"  # served name: selects the tiny preset (prompted thinking, 30 s window)
 QUESTION = "Does the pitch of the tone go up or down?"
@@ -68,48 +67,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(cmd: list[str], log: Path, ready_line: str | None, timeout_s: float = 600,
-           env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def _start(cmd: list[str], log: Path, ready_line: str | None = None, health_url: str | None = None,
+           timeout_s: float = 600, env: dict[str, str] | None = None) -> tuple[ServerProcess, str | None]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    if ready_line is None:
-        return proc, ""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            line = ""
-        if line.startswith(ready_line):
-            return proc, line.split(" ", 1)[1].strip()
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"{cmd[2]} did not start:\n{log.read_text()[-2000:]}")
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the demo did not start:\n{log.read_text()[-2000:]}") from None
-            time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    name = cmd[2] if cmd[1] == "-m" else Path(cmd[1]).name
+    proc = ServerProcess(cmd, name=name, log_path=log, env=env, cwd=ROOT, ready_prefix=ready_line)
+    try:
+        return proc, proc.wait_ready(timeout_s, health_url=health_url)
+    except ServerProcessError as e:
+        proc.stop()
+        raise SystemExit(str(e)) from None
 
 
 def _cpu_s(pid: int) -> float:
@@ -237,15 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     server, base_url = _start([sys.executable, "-m", "dt_eval.serving.hfserver", "--model", str(model_dir), "--port", "0",
                                "--served-model-name", NAME, "--device", "cpu"], tmp / "hfserver.log", "ready: ",
                               env=threads)
+    assert base_url is not None
     port = _free_port()
     demo = None
     runs: dict[str, list[dict]] = {k: [] for k in PATHS}
     try:
+        demo_url = f"http://127.0.0.1:{port}/"
         demo, _ = _start([sys.executable, "-m", "dt_eval.cli", "demo", "--base-url", base_url,
                           "--served-model-name", NAME, "--port", str(port), "--no-examples",
-                          "--max-tokens", str(args.max_tokens)], tmp / "demo.log", None)
-        demo_url = f"http://127.0.0.1:{port}/"
-        _wait_http(demo_url, demo, tmp / "demo.log")
+                          "--max-tokens", str(args.max_tokens)], tmp / "demo.log", health_url=demo_url)
         from gradio_client import Client
 
         client = Client(demo_url, verbose=False)
@@ -270,20 +237,19 @@ def main(argv: list[str] | None = None) -> int:
                 runs[k].append(r)
         # Gradio's own floor: the same HTTP API against a no-op app shaped like the demo.
         floor_port = _free_port()
+        floor_url = f"http://127.0.0.1:{floor_port}/"
         floor, _ = _start([sys.executable, str(ROOT / "benchmarks" / "gradio_floor_app.py"), str(floor_port)],
-                          tmp / "floor.log", None)
+                          tmp / "floor.log", health_url=floor_url)
         try:
-            floor_url = f"http://127.0.0.1:{floor_port}/"
-            _wait_http(floor_url, floor, tmp / "floor.log")
             http_run(http, floor_url, clip)  # warm-up
             floor_ttft = [(lambda r: r["first"] - r["t0"])(http_run(http, floor_url, clip)) for _ in range(args.runs)]
         finally:
-            _stop(floor)
+            floor.stop(((signal.SIGTERM, 20.0),))
         http.close()
     finally:
         if demo is not None:
-            _stop(demo)
-        _stop(server)
+            demo.stop(((signal.SIGTERM, 20.0),))
+        server.stop(((signal.SIGTERM, 20.0),))
 
     ref = runs["direct"][0]
     tokens = ref["tokens"]

@@ -51,6 +51,7 @@ RUN_OPTIONS: dict[str, Any] = {
     "judge_model": None,  # default: gpt-4o-2024-11-20 (the MMAR-Rubrics challenge's judge)
     "embedder": None,  # sentence-transformers model for cot (default: offline all-MiniLM-L6-v2)
     "lm_eval_include_path": None,  # extra lm-eval task configs for lm-eval:NAME tasks
+    "backend_options": None,  # backend-specific extras (BackendSettings.options), e.g. {"engine_args": {...}}
     "on_event": None,  # a callable given the run's messages (warnings, resume notes) instead of stderr
 }
 
@@ -114,7 +115,7 @@ class RunPlan:
     """A validated run: the options the runner takes and what to do after it."""
 
     opts: RunOptions
-    engine_args: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
     cot: list[str] = field(default_factory=list)
     judge_url: list[str] | None = None
     judge_model: str | None = None
@@ -131,13 +132,16 @@ class RunPlan:
             print(msg, file=sys.stderr)
 
     def make_backend(self):
-        from dt_eval.backends import make_backend
+        """The backend from the registry (built-in or plugin), given everything the run knows."""
+        from dt_eval.backends import BackendSettings, create_backend
 
         o = self.opts
+        settings = BackendSettings(model=o.model, base_urls=list(o.base_urls), concurrency=o.concurrency,
+                                   batch_size=o.batch_size, timeout_s=o.timeout_s, max_retries=o.max_retries,
+                                   device=o.device, dtype=o.dtype, preset=o.preset,
+                                   options=dict(self.backend_options))
         try:
-            return make_backend(o.backend, o.model, base_urls=o.base_urls, concurrency=o.concurrency,
-                                batch_size=o.batch_size, timeout_s=o.timeout_s, max_retries=o.max_retries,
-                                device=o.device, dtype=o.dtype, engine_args=self.engine_args)
+            return create_backend(o.backend, settings)
         except (ValueError, OSError, ImportError) as e:
             raise BackendStartError(f"cannot start the {o.backend} backend: {e}") from e
 
@@ -183,7 +187,7 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
              **options: Any) -> RunPlan:
     """Check every argument of a run before anything is started and turn them into RunOptions
     (see `evaluate`). Bad values raise UsageError; unknown tasks UnknownTaskError."""
-    from dt_eval.backends import BACKENDS
+    from dt_eval.backends import backend_factory
     from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_gen_kwargs
     from dt_eval.integrations.lmeval import is_lm_eval_task
     from dt_eval.tasks.config import load_task
@@ -203,8 +207,12 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
             cot = check_options(o["cot"], _names(o["judge_url"]) or None)
         except RescoreError as e:
             raise UsageError(str(e)) from None
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    try:
+        backend_factory(backend)  # UnknownBackendError names the known ones; plugins are scanned only here
+    except ImportError as e:  # a plugin's entry point that does not load
+        raise UsageError(f"backend {backend!r}: {e}") from None
+    if o["backend_options"] is not None and not isinstance(o["backend_options"], Mapping):
+        raise UsageError(f"backend_options must be a mapping, not {type(o['backend_options']).__name__}")
     if o["thinking"] not in ("on", "off"):
         raise UsageError("thinking must be on or off")
     for name in ("repeats", "concurrency", "batch_size"):
@@ -243,18 +251,13 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
     opts.lm_eval_include_path = o["lm_eval_include_path"]
     if repeats > 1 and opts.sampling.temperature == 0:
         notes.append("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...")
-    engine_args = {}
-    if backend == "vllm" and opts.preset:
-        from dt_eval.backends.vllm_engine import engine_args_from_preset
-        from dt_eval.tasks.presets import load_preset
-
-        engine_args = engine_args_from_preset(load_preset(opts.preset))
     if command is None:
         command = _api_command(task_list, model, backend, {
             "base_urls": ",".join(opts.base_urls) or None, "data_dirs": opts.data_dirs or None, "limit": limit,
             "repeats": repeats if repeats != 1 else None, "output": str(opts.output), **options})
-    plan = RunPlan(opts=opts, engine_args=engine_args, cot=cot, judge_url=_names(o["judge_url"]) or None,
-                   judge_model=o["judge_model"], embedder=o["embedder"], on_event=o["on_event"], command=command)
+    plan = RunPlan(opts=opts, backend_options=dict(o["backend_options"] or {}), cot=cot,
+                   judge_url=_names(o["judge_url"]) or None, judge_model=o["judge_model"], embedder=o["embedder"],
+                   on_event=o["on_event"], command=command)
     for note in notes:
         plan.say(note)
     return plan
@@ -309,7 +312,8 @@ def evaluate(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
     tasks: "mmau,mmar", ["mmau", "mmsu"], or lm-eval's tasks as "lm-eval:NAME".
     model: a hub id or local path (openai backend: the served model name).
     backend: "openai" (any OpenAI-compatible server; give `base_urls`), "hf" (transformers,
-        in process), "vllm" (in-process engine).
+        in process), "vllm" (in-process engine), or a registered plugin's name
+        (dt_eval.backends.register_backend, or the `dt_eval.backends` entry-point group).
     base_urls: the server URL(s), "http://127.0.0.1:8000/v1" or a list (the load is shared).
     data_dirs: a benchmark directory for all tasks, or {"mmau": DIR, ...}; default: the task's
         environment variable, else the Hugging Face hub.
@@ -319,8 +323,9 @@ def evaluate(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
         arguments resumes: finished samples are read back, never generated twice.
     **options: concurrency, batch_size, gen_kwargs (str or dict), thinking ("on"/"off"), preset,
         system_prompt, seed, retry_errors, audio_window, timeout, max_retries, device, dtype,
-        progress, cot, judge_url, judge_model, embedder, lm_eval_include_path, on_event (a
-        callable given the run's messages instead of stderr); see RUN_OPTIONS.
+        progress, cot, judge_url, judge_model, embedder, lm_eval_include_path, backend_options
+        (BackendSettings.options for the backend's factory), on_event (a callable given the
+        run's messages instead of stderr); see RUN_OPTIONS.
 
     Returns RunResults: `.tasks["mmau"].accuracy` (percent), its breakdowns and counts, and
     `.samples` (typed SampleRecords). Failed samples do not raise: they are error records,

@@ -90,6 +90,18 @@ _KNOWN = {f.name for f in fields(SamplingConfig)} - {"extra"}
 _ALIASES = {"max_new_tokens": "max_tokens", "max_gen_toks": "max_tokens", "do_sample": None}
 
 
+def parse_data_dirs(values: list[str] | None) -> dict[str, str]:
+    """`--data-dir DIR` (all tasks: key "*") or `--data-dir mmau=DIR` (one task), repeatable."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        task, sep, path = v.partition("=")
+        if sep and not Path(v).exists():
+            out[task] = path
+        else:
+            out["*"] = v
+    return out
+
+
 def parse_gen_kwargs(text: str | None) -> dict[str, Any]:
     if not text:
         return {}

@@ -171,6 +171,7 @@ class TaskInfo(_Record):
     warnings: list[str] = Field(default_factory=list)
     limit: int | None = None
     repeats: int = 1
+    task_config: JsonObject = None  # the task's config as the run used it (absent in older runs)
 
 
 class RunConfig(_Record):
@@ -194,8 +195,8 @@ class RunConfig(_Record):
 
     @property
     def backend_name(self) -> str | None:
-        """The backend's name: the OpenAI-compatible backend records it as "backend", the in-process
-        ones as "name"."""
+        """The backend's name: "name" (every backend since the backend registry), or "backend"
+        (the OpenAI-compatible backend of older runs)."""
         for key in ("name", "backend"):
             value = self.backend.get(key)
             if isinstance(value, str) and value.strip():

@@ -50,3 +50,14 @@ def fake_bench(tmp_path_factory):
         return make_fake_benchmark(tmp_path_factory.mktemp(f"fake-{task}"), task, n, seed=seed)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_task_search_path():
+    """`--tasks-dir` adds folders to a process-wide search path: in-process CLI calls of one test
+    must not leave them to the next."""
+    from dt_eval.tasks import config
+
+    before = list(config._extra_dirs)
+    yield
+    config._extra_dirs[:] = before

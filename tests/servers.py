@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import queue
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from dt_eval.serving.procs import ServerProcess, ServerProcessError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,31 +23,16 @@ def hfserver(model_dir: str | Path, name: str, log_dir: Path, *extra: str, ready
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", **(env or {}))
     cmd = [sys.executable, "-m", "dt_eval.serving.hfserver", "--model", str(model_dir), "--port", "0",
            "--served-model-name", name, "--device", "cpu", *extra]
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    deadline = time.monotonic() + ready_s
+    server = ServerProcess(cmd, name="hfserver", log_path=log_path, env=env, cwd=ROOT, ready_prefix="ready: ")
     try:
-        url = None
-        while url is None:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"hfserver not ready in {ready_s:.0f} s:\n{log_path.read_text()[-3000:]}")
-            if line.startswith("ready: "):
-                url = line.split(" ", 1)[1].strip()
-            elif proc.poll() is not None:
-                pytest.fail(f"hfserver exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            url = server.wait_ready(ready_s)
+        except ServerProcessError as e:
+            pytest.fail(str(e))
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log_path.read_text()[-3000:]
+        code = server.stop()
+    assert code == 0, server.log_tail()
 
 
 @contextmanager

@@ -1,29 +1,37 @@
-"""`dt-eval demo` (dt_eval/demo.py) and its streaming client (dt_eval/backends/openai_stream.py).
+"""`dt-eval demo` (dt_eval/apps/demo/app.py) and its streaming client (dt_eval/backends/openai_stream.py).
 
 Fast tests: the SSE client against an in-process fake stream (server-split reasoning, and raw
-``<think>`` tags split client-side), option rendering, auth parsing, example generation, and that
-``dt-eval --help`` imports neither gradio nor torch.
+``<think>`` tags split client-side); that a stopped stream (Stop) hangs up on the server; option
+rendering and what the user's turn shows; auth parsing; ``--preset`` and ``--share`` through the
+CLI (Gradio's launch recorded, no share tunnel: it needs the internet); example generation; and
+that ``dt-eval --help`` imports neither gradio nor torch.
 
 Slow tests (``-m slow``): the demo launched in-process against a REAL backend -- a
 ``python -m dt_eval.serving.hfserver`` subprocess serving the deterministic tiny Qwen2-Audio -- driven
 with gradio_client: reasoning streams into a pending "Thinking" message before the answer, the
 final answer and reasoning equal what the server returns directly for the same clip, bad inputs
 get chat messages, ``--auth`` is enforced, only uploads and examples are served, and
-``dt-eval demo --model`` starts and stops its own server. Browser test (``-m browser``): headless
-Debian chromium via Playwright; screenshot kept in test-artifacts/demo.png.
+``dt-eval demo --model`` starts and stops its own server. Stop (a client hang-up, a cancelled
+gradio_client job) makes the server stop generating: its ``/stats`` count the hang-up and its log
+says after how many tokens. Browser tests (``-m browser``): headless Debian chromium via
+Playwright -- the layout, the user's turn, the examples, and the Stop button mid-reasoning;
+screenshots kept in test-artifacts/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -39,8 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 NAME = "tiny-qwen2audio"  # served model name: also selects the tiny preset (30 s audio window)
 TOKEN_DELAY_S = 0.05  # hfserver testing aid: makes the token-by-token stream observable
+SLOW_TOKEN_DELAY_S = 0.5  # for the Stop tests: the answer takes ~8 s
 QUESTION = "Does the pitch of the tone go up or down?"
 CHROMIUM = "/usr/bin/chromium"
+VIEWPORT_H = 900
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 
@@ -144,7 +154,7 @@ def test_demo_coalesces_a_fast_stream(tmp_path):
     pytest.importorskip("gradio")
     from aiohttp import web
 
-    from dt_eval.apps.demo.app import build_demo
+    from dt_eval.apps.demo.app import make_respond, model_settings
     from dt_eval.testing.synth_audio import sweep, write_wav
 
     clip = write_wav(tmp_path / "rising.wav", sweep("rising", 1.0))
@@ -160,9 +170,8 @@ def test_demo_coalesces_a_fast_stream(tmp_path):
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         try:
-            demo = build_demo(f"http://127.0.0.1:{port}/v1", "m", window_s=None, examples=False,
-                              update_interval_s=0.05)
-            return [out async for out in demo.fn({"text": "q", "files": [str(clip)]}, [], "")]
+            respond = make_respond(f"http://127.0.0.1:{port}/v1", "m", model_settings("m"), update_interval_s=0.05)
+            return [out async for out in respond({"text": "q", "files": [str(clip)]}, [], "")]
         finally:
             await runner.cleanup()
 
@@ -218,9 +227,200 @@ def test_examples_are_generated_once(tmp_path):
 def test_cli_help_imports_neither_gradio_nor_torch():
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom dt_eval.cli import app\n"
             "r = CliRunner().invoke(app, ['demo', '--help'])\nassert r.exit_code == 0, r.output\n"
-            "assert '--base-url' in r.output and '--auth' in r.output\n"
+            "assert all(f in r.output for f in ('--base-url', '--auth', '--preset', '--share')), r.output\n"
             "bad = [m for m in ('gradio', 'torch', 'transformers') if m in sys.modules]\nassert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast: Stop hangs up on the model server; --preset, --share; what the user's turn shows
+
+
+@contextlib.asynccontextmanager
+async def _endless_sse(interval_s: float = 0.02, limit: int = 3000):
+    """An SSE server in this event loop that streams reasoning words until the client hangs up
+    (or `limit` words): `srv.hung_up` is set when a write finds the connection gone."""
+    from aiohttp import web
+
+    srv = types.SimpleNamespace(sent=0, hung_up=asyncio.Event(), url="")
+
+    async def chat(request):
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            while srv.sent < limit:
+                ev = {"choices": [{"index": 0, "delta": {"reasoning": f"w{srv.sent} "}, "finish_reason": None}]}
+                await resp.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
+                srv.sent += 1
+                await asyncio.sleep(interval_s)
+        except ConnectionResetError:
+            srv.hung_up.set()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    srv.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+    try:
+        yield srv
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("shared_session", [False, True])
+@pytest.mark.parametrize("how", ["aclose", "cancel"])
+def test_stream_chat_hangs_up_when_its_consumer_stops(how, shared_session):
+    """Closing the stream (or cancelling the task reading it) closes the connection at once (not
+    pooled, not read to the end), so the model server sees the client go away."""
+    import aiohttp
+
+    async def go():
+        async with _endless_sse() as srv:
+            session = aiohttp.ClientSession() if shared_session else None
+            try:
+                stream = stream_chat(srv.url, "m", [{"role": "user", "content": "x"}], session=session)
+                if how == "aclose":
+                    async for u in stream:
+                        if u.chunks >= 3:
+                            break
+                    await stream.aclose()
+                else:
+                    three = asyncio.Event()
+
+                    async def read():
+                        async for u in stream:
+                            if u.chunks >= 3:
+                                three.set()
+
+                    task = asyncio.create_task(read())
+                    await asyncio.wait_for(three.wait(), 30)
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                await asyncio.wait_for(srv.hung_up.wait(), 10)
+                return srv.sent
+            finally:
+                if session is not None:
+                    await session.close()
+
+    assert asyncio.run(go()) < 3000
+
+
+def test_demo_respond_closed_by_stop_drops_the_request(tmp_path):
+    """Gradio's Stop closes the demo's answer generator mid-reasoning: the request is cancelled and
+    the model server sees the hang-up (it would otherwise go on generating)."""
+    pytest.importorskip("gradio")
+    from dt_eval.apps.demo.app import make_respond, model_settings
+    from dt_eval.testing.synth_audio import sweep, write_wav
+
+    clip = write_wav(tmp_path / "rising.wav", sweep("rising", 1.0))
+
+    async def go():
+        async with _endless_sse() as srv:
+            respond = make_respond(srv.url, "m", model_settings("m"), update_interval_s=0.0)
+            answer = respond({"text": "q", "files": [str(clip)]}, [], "")
+            async for out in answer:
+                if out and out[0].metadata.get("status") == "pending" and len(out[0].content.split()) >= 3:
+                    break
+            assert not srv.hung_up.is_set()
+            await answer.aclose()  # what Gradio does when Stop cancels the event
+            await asyncio.wait_for(srv.hung_up.wait(), 10)
+            return srv.sent
+
+    assert asyncio.run(go()) < 3000
+
+
+def test_user_turn_shows_the_clip_name_and_the_options_as_a_list(tmp_path):
+    from dt_eval.apps.demo.app import STOPPED_NOTE, stopped, user_turn
+
+    clip = str(tmp_path / "my_rising clip.wav")
+    (msg,) = user_turn({"text": " Up or down? ", "files": [clip]}, "rising\n\n falling \nsteady\n")
+    assert msg["role"] == "user" and msg["content"][0] == {"path": clip}  # the chat's audio player
+    assert msg["content"][1] == "Clip: `my_rising clip.wav`\n\nUp or down?\n\n(A) rising\n(B) falling\n(C) steady"
+    (msg,) = user_turn({"text": "", "files": []}, "")  # follow-up without a clip: no player, no name
+    assert msg["content"] == ["Describe the audio."]
+    pending = {"role": "assistant", "content": "hmm", "metadata": {"title": "Thinking", "status": "pending"}}
+    after = stopped([msg, pending])
+    assert after[1]["metadata"]["status"] == "done" and after[2]["content"] == STOPPED_NOTE
+    assert pending["metadata"]["status"] == "pending"  # the input is not changed
+
+
+def _run_cli(argv: list[str], monkeypatch) -> int:
+    """`dt-eval ARGV` in this process; its exit code."""
+    from dt_eval import cli
+
+    monkeypatch.setattr(sys, "argv", ["dt-eval", *argv])
+    try:
+        cli.main()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Record gr.Blocks.launch calls instead of serving (and instead of opening a share tunnel,
+    which needs the internet: not tested here). run_demo's SIGTERM handler is undone after."""
+    gr = pytest.importorskip("gradio")
+    calls: list[dict] = []
+
+    def fake_launch(self, **kw):
+        calls.append(kw)
+        return None, "http://127.0.0.1:0/", None
+
+    monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    old = signal.getsignal(signal.SIGTERM)
+    yield calls
+    signal.signal(signal.SIGTERM, old)
+
+
+def test_cli_demo_preset_and_share_reach_the_app(launches, monkeypatch, capsys):
+    dead = f"http://127.0.0.1:{_free_port()}/v1"  # not contacted: --served-model-name is given
+    base = ["demo", "--base-url", dead, "--served-model-name", "my-finetune", "--no-examples"]
+
+    # A served name that matches no family: the demo says how to name one.
+    assert _run_cli(base, monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert "unknown family" in err and "pass --preset" in err and "tiny-qwen2audio" in err
+    assert launches[-1]["share"] is False and launches[-1]["server_name"] == "127.0.0.1"
+
+    # --preset picks the family: its audio window (30 s) and its thinking instruction.
+    assert _run_cli(base + ["--preset", "tiny-qwen2audio"], monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert "my-finetune (tiny-qwen2audio); audio window: 30 s" in err and "warning" not in err
+
+    # --share reaches Gradio's launch (bind address unchanged) and warns without --auth.
+    assert _run_cli(base + ["--share"], monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert launches[-1]["share"] is True and launches[-1]["server_name"] == "127.0.0.1"
+    assert "warning: --share without --auth" in err
+    monkeypatch.setenv("DT_EVAL_DEMO_AUTH", "alice:pw-x9")
+    assert _run_cli(base + ["--share"], monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert launches[-1]["share"] is True and launches[-1]["auth"] == ("alice", "pw-x9")
+    assert "warning" not in err and "pw-x9" not in err
+
+    # An unknown preset: a clear error listing the presets, before anything is started.
+    n = len(launches)
+    assert _run_cli(base + ["--preset", "no-such-family"], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "no-such-family" in err and "known presets:" in err and "tiny-qwen2audio" in err
+    assert len(launches) == n
+
+
+def test_demo_preset_sets_the_prompt_for_any_served_name():
+    from dt_eval.apps.demo.app import DemoError, model_settings
+    from dt_eval.tasks.presets import load_preset
+
+    tiny = load_preset("tiny-qwen2audio")
+    s = model_settings("my-finetune", preset="tiny-qwen2audio")
+    assert (s.family, s.window_s, s.think_instruction) == ("tiny-qwen2audio", 30, tiny.thinking.prompt_instruction)
+    assert model_settings("my-finetune").family is None  # detection alone finds nothing
+    with pytest.raises(DemoError, match="known presets: .*tiny-qwen2audio"):
+        model_settings("my-finetune", preset="nope")
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,25 +497,31 @@ def _ask(url: str, clip: Path | None, text: str = QUESTION, options: str = "", a
     return updates, job.result()
 
 
-def _direct(base_url: str, clip: Path, options: list[str] = ()) -> dict:
-    """The backend's own (non-streamed) answer for `clip`: the reference for the demo.
-
-    Same question text as the demo sends (options as "(A) ...", then the tiny preset's prompted
-    thinking instruction); the clip goes as the original file bytes.
-    """
+def _demo_messages(clip: Path, options: list[str] = ()) -> list[dict]:
+    """The request the demo sends for `clip`: the question (options as "(A) ...", then the tiny
+    preset's prompted thinking instruction); the clip as the original file bytes."""
     from dt_eval.tasks.presets import load_preset
 
     text = QUESTION
     if options:
         text += "\nChoices:\n" + "\n".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(options))
     text += "\n" + load_preset("tiny-qwen2audio").thinking.prompt_instruction.strip()
-    body = {"model": NAME, "max_tokens": 64, "temperature": 0, "messages": [{"role": "user", "content": [
+    return [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": base64.b64encode(clip.read_bytes()).decode(), "format": "wav"}},
-        {"type": "text", "text": text}]}]}
+        {"type": "text", "text": text}]}]
+
+
+def _direct_reply(base_url: str, clip: Path, options: list[str] = ()) -> dict:
+    body = {"model": NAME, "max_tokens": 64, "temperature": 0, "messages": _demo_messages(clip, options)}
     req = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=120) as r:
-        return json.loads(r.read())["choices"][0]["message"]
+        return json.loads(r.read())
+
+
+def _direct(base_url: str, clip: Path, options: list[str] = ()) -> dict:
+    """The backend's own (non-streamed) answer for `clip`: the reference for the demo."""
+    return _direct_reply(base_url, clip, options)["choices"][0]["message"]
 
 
 def _thinking(msgs: list) -> dict | None:
@@ -485,87 +691,264 @@ def test_cli_demo_model_starts_and_stops_its_server(model_dir, clips, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Slow: Stop makes the real model server stop generating
+
+
+@pytest.fixture(scope="module")
+def slow_backend(model_dir, tmp_path_factory):
+    """hfserver streaming one token per SLOW_TOKEN_DELAY_S (the tiny model's ~15-token answer
+    then takes ~8 s): time to press Stop mid-reasoning. `.log` is its log file."""
+    log_dir = tmp_path_factory.mktemp("hfserver-slow")
+    with hfserver(model_dir, NAME, log_dir, "--token-delay", str(SLOW_TOKEN_DELAY_S), ready_s=300) as url:
+        yield types.SimpleNamespace(url=url, log=log_dir / "hfserver.stderr.log")
+
+
+@pytest.fixture(scope="module")
+def slow_demo_url(slow_backend, examples_dir):
+    from dt_eval.apps.demo.app import build_demo, launch
+
+    demo = build_demo(slow_backend.url, NAME, window_s=None, examples=examples_dir)
+    _, url, _ = launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def _server_stats(base_url: str) -> dict:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _full_answer_tokens(server, clip: Path) -> int:
+    """Tokens the model generates for `clip` when let finish (non-streamed: no token delay)."""
+    return _direct_reply(server.url, clip)["usage"]["completion_tokens"]
+
+
+def _wait_for_hang_up(server, seen_before: int, timeout_s: float = 60) -> int:
+    """Wait until the model server has counted a new client hang-up and runs no generation;
+    return after how many tokens it stopped generating (its log line)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = _server_stats(server.url)
+        if stats["disconnects"] > seen_before and stats["generating"] == 0:
+            break
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.05)  # polling the server's own state
+    stopped = re.findall(r"client disconnected; generation stopped after (\d+) tokens", server.log.read_text())
+    assert stopped, server.log.read_text()[-2000:]
+    return int(stopped[-1])
+
+
+@pytest.mark.slow
+def test_hfserver_stops_generating_when_the_client_hangs_up(slow_backend, clips):
+    full = _full_answer_tokens(slow_backend, clips["rising"])
+    before = _server_stats(slow_backend.url)["disconnects"]
+
+    async def go():
+        stream = stream_chat(slow_backend.url, NAME, _demo_messages(clips["rising"]), max_tokens=64, temperature=0)
+        async for u in stream:
+            if u.reasoning.strip():
+                break
+        await stream.aclose()
+
+    asyncio.run(go())
+    stopped_after = _wait_for_hang_up(slow_backend, before)
+    assert 1 <= stopped_after < full, (stopped_after, full)
+    # The server is free again and answers the next request in full.
+    assert _direct(slow_backend.url, clips["rising"])["content"].strip() == "(A) rising"
+
+
+@pytest.mark.slow
+def test_demo_cancelled_by_an_api_client_stops_the_model(slow_demo_url, slow_backend, clips):
+    """gradio_client's cancel (what Stop sends) reaches the model server: it stops generating."""
+    from gradio_client import Client, handle_file
+
+    full = _full_answer_tokens(slow_backend, clips["rising"])
+    before = _server_stats(slow_backend.url)["disconnects"]
+    client = Client(slow_demo_url, verbose=False)
+    job = client.submit(message={"text": QUESTION, "files": [handle_file(str(clips["rising"]))]}, options="",
+                        api_name="/respond")
+    for update in job:
+        if (t := _thinking(update)) and t["content"].strip():
+            break
+    job.cancel()
+    stopped_after = _wait_for_hang_up(slow_backend, before)
+    assert 1 <= stopped_after < full, (stopped_after, full)
+
+
+# --------------------------------------------------------------------------------------------
 # Browser: headless Debian chromium via Playwright
+
+
+@contextlib.contextmanager
+def _chromium(*args: str, **context):
+    """A page in headless Debian chromium (skips without it or playwright)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(reason=f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(args))
+        try:
+            yield browser.new_context(viewport={"width": 1100, "height": VIEWPORT_H}, **context).new_page()
+        finally:
+            browser.close()
+
+
+def _open_demo(page, url: str):
+    """Load the demo; its question box."""
+    page.goto(url, wait_until="load")
+    box = page.get_by_placeholder("Ask about the audio")
+    box.wait_for(timeout=60000)
+    return box
+
+
+def _attach(page, clip: Path) -> None:
+    page.locator('#dt-input input[type="file"]').set_input_files(str(clip))
+    page.locator('#dt-input [aria-label="File thumbnail"]').wait_for(timeout=30000)  # uploaded
+
+
+def _user_texts(page) -> str:
+    return "\n".join(t.strip() for t in page.locator('[data-testid="user"]').all_inner_texts())
+
+
+def _open_thinking(page) -> str:
+    """The text of the (done) Thinking block, unfolded if Gradio folded it."""
+    title = page.locator(".thought-group .title").first
+    assert "Thinking" in title.inner_text()
+    page.locator(".thought-group .duration").first.wait_for(timeout=60000)  # reasoning done
+    body = page.locator(".thought-group .message-content").first
+    for _ in range(5):  # Gradio folds a block when it turns done: unfold it (again) if so
+        if body.is_visible():
+            break
+        title.click()
+        with contextlib.suppress(Exception):
+            body.wait_for(state="visible", timeout=3000)
+    return page.locator(".thought-group").first.inner_text()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_demo_in_headless_chromium(demo_url, clips):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(reason=f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    ARTIFACTS.mkdir(exist_ok=True)
+    """Options box in view right under the input; the user's turn shows the clip (player and file
+    name) and the options one per line; the reasoning streams into Thinking, then the answer."""
     shot = ARTIFACTS / "demo.png"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(demo_url, wait_until="load")
-            box = page.get_by_placeholder("Ask about the audio")
-            box.wait_for(timeout=60000)
-            page.locator('input[type="file"]').first.set_input_files(str(clips["rising"]))
-            page.wait_for_timeout(1000)
-            page.get_by_role("button", name="Multiple choice").click()
-            page.get_by_label("Options, one per line").fill("rising\nfalling\nsteady")
-            box.fill(QUESTION)
-            page.keyboard.press("Enter")
-            # While it streams the thinking block is open and pending; then the answer arrives.
-            page.locator(".thought-group").first.wait_for(timeout=60000)
-            page.get_by_text("(A) rising").wait_for(timeout=60000)
-            title = page.locator(".thought-group .title").first
-            assert "Thinking" in title.inner_text()
-            # The duration appears when the block turns "done"; Gradio may fold it then, a moment
-            # after the answer shows. Wait for that state, then open it if it is folded.
-            page.locator(".thought-group .duration").first.wait_for(timeout=30000)
-            page.wait_for_timeout(800)
-            reasoning = page.get_by_text("The pitch goes up.").first
-            for _ in range(5):
-                if reasoning.is_visible():
-                    break
-                title.click()
-                page.wait_for_timeout(800)  # the unfold animation
-            reasoning.wait_for(state="visible", timeout=10000)
-            group = page.locator(".thought-group").first.inner_text()
-            assert "The pitch goes up." in group and "(A) rising" not in group
-            assert page.locator(".duration").first.inner_text().strip().endswith("s)")
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with _chromium() as page:
+        box = _open_demo(page, demo_url)
+        options = page.get_by_label("Options, one per line")
+        # Visible without scrolling or unfolding anything, directly under the input.
+        assert options.is_visible() and options.is_editable()
+        ob, ib = options.bounding_box(), page.locator("#dt-input").bounding_box()
+        assert ob["y"] + ob["height"] <= VIEWPORT_H, ob
+        assert 0 <= ob["y"] - (ib["y"] + ib["height"]) < 80, (ib, ob)
+        assert page.get_by_role("button", name="Stop", exact=True).count() == 0
+
+        _attach(page, clips["rising"])
+        options.fill("rising\nfalling\nsteady")
+        box.fill(QUESTION)
+        box.press("Enter")
+        # The user's turn: an audio player, the clip's name, the question, the options as a list.
+        page.get_by_text("Clip: rising.wav").wait_for(timeout=30000)
+        page.locator('[data-testid="user"] audio').first.wait_for(state="attached", timeout=30000)
+        assert page.locator('[data-testid="user"] audio').count() == 1
+        assert f"Clip: rising.wav\n\n{QUESTION}\n\n(A) rising\n(B) falling\n(C) steady" in _user_texts(page)
+        # While it streams the thinking block is open and pending; then the answer arrives.
+        page.locator(".thought-group").first.wait_for(timeout=60000)
+        page.locator('[data-testid="bot"]').get_by_text("(A) rising").wait_for(timeout=60000)
+        group = _open_thinking(page)
+        assert "The pitch goes up." in group and "(A) rising" not in group
+        assert page.locator(".duration").first.inner_text().strip().endswith("s)")
+        page.get_by_role("button", name="Submit").wait_for(timeout=30000)  # ready for the next question
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_demo_stop_button_in_chromium(slow_demo_url, slow_backend, clips):
+    """Mid-reasoning, Stop replaces Submit; clicking it makes the model server stop generating
+    (it counts the hang-up and logs after how many tokens), and the chat says it stopped."""
+    from dt_eval.apps.demo.app import STOPPED_NOTE
+
+    full = _full_answer_tokens(slow_backend, clips["rising"])
+    before = _server_stats(slow_backend.url)["disconnects"]
+    shot = ARTIFACTS / "demo-stopped.png"
+    with _chromium() as page:
+        box = _open_demo(page, slow_demo_url)
+        _attach(page, clips["rising"])
+        box.fill(QUESTION)
+        box.press("Enter")
+        page.locator(".thought-group .message-content").first.wait_for(timeout=60000)  # reasoning streams
+        stop = page.get_by_role("button", name="Stop", exact=True)
+        assert stop.is_visible() and page.get_by_role("button", name="Submit").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "demo-streaming.png"))
+        stop.click()
+        stopped_after = _wait_for_hang_up(slow_backend, before)
+        page.get_by_text(STOPPED_NOTE).wait_for(timeout=30000)
+        page.get_by_role("button", name="Submit").wait_for(timeout=30000)
+        assert stop.count() == 0 and box.is_editable()
+        # The answer never came: the server had stopped before it.
+        assert page.locator('[data-testid="bot"]').get_by_text("(A) rising").count() == 0
+        page.screenshot(path=str(shot), full_page=True)
+    assert 1 <= stopped_after < full, (stopped_after, full)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_demo_examples_in_chromium(demo_url, backend, examples_dir):
+    """The examples show their clip (a player), question and options (one per line); a click fills
+    in all three, and Enter asks the model."""
+    from dt_eval.apps.demo.app import ensure_examples
+
+    examples = ensure_examples(examples_dir)
+    rising = next(e for e in examples if e.name == "rising-sweep")
+    ref = _direct(backend, rising.path, rising.options)
+    assert rising.question == QUESTION  # so _direct asked the same question
+    with _chromium() as page:
+        box = _open_demo(page, demo_url)
+        table = page.locator("#dt-examples")
+        table.locator("audio").nth(len(examples) - 1).wait_for(state="attached", timeout=30000)
+        assert table.locator("audio").count() == len(examples)
+        for e in examples:
+            assert table.get_by_text(e.question).is_visible()
+        cell = page.get_by_test_id("dataset-cell-0-1")  # options of the first example
+        assert cell.inner_text().strip() == "\n".join(rising.options)
+        page.screenshot(path=str(ARTIFACTS / "demo-examples.png"), full_page=True)
+
+        table.get_by_text(rising.question).click()  # (a click on its player plays the clip)
+        page.locator('#dt-input [aria-label="File thumbnail"]').wait_for(timeout=30000)
+        assert box.input_value() == rising.question
+        assert page.get_by_label("Options, one per line").input_value() == "\n".join(rising.options)
+        box.press("Enter")
+        page.get_by_text(f"Clip: {rising.path.name}").wait_for(timeout=30000)
+        listed = "\n".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(rising.options))
+        assert listed in _user_texts(page)
+        page.locator('[data-testid="bot"]').get_by_text(ref["content"].strip()).wait_for(timeout=60000)
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_demo_microphone_in_headless_chromium(demo_url, tmp_path):
     """Record with Chromium's fake microphone (a 44.1 kHz sweep played as the capture device)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(reason=f"{CHROMIUM} not found (Debian's chromium: `make setup-browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     from dt_eval.testing.synth_audio import sweep, write_wav
 
     mic = write_wav(tmp_path / "mic.wav", sweep("rising", 2.0, sr=44100), 44100)
-    args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                            f"--use-file-for-fake-audio-capture={mic}"]
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            page = browser.new_context(viewport={"width": 1100, "height": 900}, permissions=["microphone"]).new_page()
-            page.goto(demo_url, wait_until="load")
-            box = page.get_by_placeholder("Ask about the audio")
-            box.wait_for(timeout=60000)
-            page.get_by_role("button", name="Record audio").click()
-            page.get_by_role("button", name="Start recording").click()
-            page.wait_for_timeout(2000)
-            page.get_by_role("button", name="Stop recording").click()
-            page.wait_for_timeout(1500)
-            box.fill(QUESTION)
-            page.keyboard.press("Enter")
-            page.locator(".thought-group .duration").first.wait_for(timeout=60000)  # reasoning done
-            page.wait_for_timeout(1500)
-            bot = [t.strip() for t in page.locator('[data-testid="bot"]').all_inner_texts()]
-            assert page.locator('[data-testid="user"][aria-label*="type audio"]').count() == 1  # the recording
-        finally:
-            browser.close()
+    with _chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                   f"--use-file-for-fake-audio-capture={mic}", permissions=["microphone"]) as page:
+        box = _open_demo(page, demo_url)
+        page.get_by_role("button", name="Record audio").click()
+        page.get_by_role("button", name="Start recording").click()
+        page.wait_for_timeout(2000)  # the length of the recording
+        page.get_by_role("button", name="Stop recording").click()
+        page.get_by_role("button", name="Attach audio").wait_for(timeout=30000)  # the recording is ready
+        box.fill(QUESTION)
+        box.press("Enter")
+        page.locator(".thought-group .duration").first.wait_for(timeout=60000)  # reasoning done
+        page.get_by_role("button", name="Submit").wait_for(timeout=60000)  # the turn has ended
+        bot = [t.strip() for t in page.locator('[data-testid="bot"]').all_inner_texts()]
+        page.locator('[data-testid="user"] audio').first.wait_for(state="attached", timeout=30000)
+        assert page.locator('[data-testid="user"][aria-label*="type audio"]').count() == 1  # the recording
     assert any(t.startswith("Thinking") for t in bot), bot
     answers = [t for t in bot if t and not t.startswith("Thinking")]
     assert answers and not any(t.startswith("⚠️") for t in answers), bot

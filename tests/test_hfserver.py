@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dt_eval.serving.hfserver.app import _apply_stop, _stream_parts, split_qwen3
+from dt_eval.serving.hfserver.textsplit import apply_stop, split_qwen3, stream_parts
 
 from .servers import hfserver
 
@@ -71,7 +71,7 @@ def test_split_qwen3_matches_vllm(text, enabled, expected):
 def test_stream_parts_grow_monotonically_and_match_final(text, enabled):
     prev = ("", "")
     for i in range(len(text) + 1):
-        r, c = _stream_parts(text[:i], i == len(text), enabled)
+        r, c = stream_parts(text[:i], i == len(text), enabled)
         assert r.startswith(prev[0]) and c.startswith(prev[1]), (text[:i], prev, (r, c))
         prev = (r, c)
     reasoning, content = split_qwen3(text, enabled)
@@ -79,11 +79,27 @@ def test_stream_parts_grow_monotonically_and_match_final(text, enabled):
 
 
 def test_apply_stop():
-    assert _apply_stop("abc STOP def", ["STOP"], True) == ("abc ", "STOP")
-    assert _apply_stop("abc ST", ["STOP"], False) == ("abc ", None)  # partial stop held back
-    assert _apply_stop("abc ST", ["STOP"], True) == ("abc ST", None)
-    assert _apply_stop("a b c", ["c", "b"], True) == ("a ", "b")  # earliest wins
-    assert _apply_stop("abc", None, False) == ("abc", None)
+    assert apply_stop("abc STOP def", ["STOP"], True) == ("abc ", "STOP")
+    assert apply_stop("abc ST", ["STOP"], False) == ("abc ", None)  # partial stop held back
+    assert apply_stop("abc ST", ["STOP"], True) == ("abc ST", None)
+    assert apply_stop("a b c", ["c", "b"], True) == ("a ", "b")  # earliest wins
+    assert apply_stop("abc", None, False) == ("abc", None)
+
+
+def test_generate_kwargs_shared_by_the_backend_and_the_server():
+    torch = pytest.importorskip("torch")
+    from dt_eval.backends.base import SamplingConfig
+    from dt_eval.backends.hf import generate_kwargs
+
+    greedy = SamplingConfig(max_tokens=7, temperature=0.0, top_p=0.5, top_k=3, seed=1, repetition_penalty=1.1)
+    assert generate_kwargs(greedy) == {"max_new_tokens": 7, "do_sample": False, "repetition_penalty": 1.1}
+    sampled = SamplingConfig(max_tokens=7, temperature=0.6, top_p=0.95, top_k=20, seed=123)
+    torch.manual_seed(0)
+    assert generate_kwargs(sampled) == {"max_new_tokens": 7, "do_sample": True, "temperature": 0.6, "top_p": 0.95,
+                                        "top_k": 20}
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))  # the seed was applied right there
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,3 +410,43 @@ def test_stream_client_disconnect_keeps_server_healthy(server):
     assert status == 200
     msg = body["choices"][0]["message"]
     assert (msg["reasoning"], msg["content"]) == FALLING
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_dt_eval_serve_engine_hf_stops_its_server(model_dir, tmp_path, how):
+    """`dt-eval serve --engine hf`: "ready: URL" on stdout once healthy; Ctrl-C (SIGINT to its
+    foreground process group) or SIGTERM to dt-eval stops the server it started, which runs in a
+    session of its own."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "dt_eval.cli", "serve", "--engine", "hf", "--model", str(model_dir),
+                                 "--port", str(port), "--served-model-name", NAME, "--timeout", "300", "--",
+                                 "--device", "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        line = proc.stdout.readline()  # only "ready: URL" goes to stdout, once /v1/models answers
+        assert line == f"ready: http://127.0.0.1:{port}/v1\n", log.read_text()[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
+            assert json.loads(r.read())["data"][0]["id"] == NAME
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the server is not in this group
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "stopping the server ..." in log.read_text()
+    with socket.socket() as s:  # the server is gone with it
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -439,4 +439,4 @@ def test_api_key_from_environment(server, monkeypatch):
 def test_describe_hides_url_credentials():
     b = OpenAIBackend(MODEL, ["http://user:pw@host:8000/v1/"], api_key="k")
     d = b.describe()
-    assert d["base_urls"] == ["http://***@host:8000/v1"] and d["backend"] == "openai" and d["model"] == MODEL
+    assert d["base_urls"] == ["http://***@host:8000/v1"] and d["name"] == "openai" and d["model"] == MODEL

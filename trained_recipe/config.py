@@ -7,13 +7,14 @@ the file resolve against the file's directory, except ``output_dir`` and paths g
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dt_eval.util.hashing import sha256_text
 
 COMPONENTS = ("acc", "fmt", "con", "sim")
 STAGE_COMPONENTS = {1: ["acc", "fmt", "con", "sim"], 2: ["acc", "sim"]}
@@ -291,7 +292,7 @@ class RecipeConfig(_Strict):
         return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return sha256_text(json.dumps(self.to_dict(), sort_keys=True))[:16]
 
 
 # -- loading -----------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dt_eval.tasks.prompts import PromptError
+from dt_eval.tasks.prompts import render_options as render_task_options
+
 from .config import PromptConfig
 
 if TYPE_CHECKING:
@@ -174,9 +177,17 @@ def prompt_task(cfg: PromptConfig) -> TaskConfig:
     return _prompt_task(cfg.task or "mmar", cfg.template, cfg.option_format, cfg.labels, cfg.instruction)
 
 
+def render_options(choices: list[str], cfg: PromptConfig) -> str:
+    """The options as the training prompt shows them (the prompt task's option format, the recipe's labels)."""
+    try:
+        return render_task_options(prompt_task(cfg), choices)
+    except PromptError:
+        raise DataError(f"{len(choices)} options but only {len(cfg.labels)} labels") from None
+
+
 def user_text(item: McqItem, cfg: PromptConfig) -> str:
     """The user turn's text, rendered by dt-eval's task code (dt_eval.tasks.prompts.task_text)."""
-    from dt_eval.tasks.prompts import PromptError, task_text
+    from dt_eval.tasks.prompts import task_text
     from dt_eval.types import Item
 
     dt_item = Item(id=item.id, question=item.question, choices=list(item.choices), answer=item.answer, audio=None,

@@ -34,8 +34,9 @@ from typing import Any, TypeVar
 from dt_eval.reasoning import consistency as _consistency
 from dt_eval.reasoning import format as _format
 from dt_eval.reasoning import hybrid as _hybrid
-from dt_eval.scoring.aggregate import score_one
 from dt_eval.reasoning.types import CotInput
+from dt_eval.scoring.aggregate import score_one
+from dt_eval.scoring.registry import task_scorer
 from dt_eval.scoring.submission import extracted_prediction, task_extract
 from dt_eval.tasks.config import TaskConfig, UnknownTaskError, load_task
 
@@ -79,19 +80,16 @@ def acc_task(task: str = "mmar", labels: str = "ABCDEFGHIJ") -> TaskConfig:
         raise ValueError(f"R_acc task: {e}") from None
     if not cfg.answers_available:
         raise ValueError(f"R_acc task {task!r} has hidden answers; it needs a scored task (e.g. mmar, mmsu)")
-    if cfg.scorer == "mmsu_official" and not labels.startswith("ABCD"):
-        raise ValueError(f"R_acc task {task!r} scores option letters A-D; the prompt's labels are {labels!r}")
+    try:
+        task_scorer(cfg).check_labels(cfg, labels)
+    except ValueError as e:
+        raise ValueError(f"R_acc {e}") from None
     return cfg.model_copy(update={"breakdowns": [], "prompt": cfg.prompt.model_copy(update={"labels": labels})})
 
 
 def official_record(cfg: TaskConfig, choices: Sequence[str], answer: str) -> dict[str, Any]:
     """A training item in the task's metadata schema, as its official scorer reads it."""
-    if cfg.scorer == "mmsu_official":
-        cols = cfg.fields.choice_columns or []
-        if len(choices) > len(cols):
-            raise ValueError(f"{cfg.name}'s scorer reads {len(cols)} options; this item has {len(choices)}")
-        return {**dict(zip(cols, choices)), cfg.fields.answer or "answer_gt": answer}
-    return {cfg.fields.answer or "answer": answer, cfg.fields.choices or "choices": list(choices)}
+    return task_scorer(cfg).item_record(cfg, choices, answer)
 
 
 def correctness(text: str, choices: Sequence[str], answer: str, labels: str = "ABCDEFGHIJ",

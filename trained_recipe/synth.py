@@ -16,13 +16,14 @@ can only improve it by learning to use the audio (which is the point of the benc
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from dt_eval.util.hashing import sha256_bytes
+from dt_eval.util.locks import wait_lock
+from dt_eval.util.resources import cache_root
 
 TARGETS = {
     "rising": "<think>\nThe pitch goes up.\n</think>\n\n(A) rising",
@@ -110,46 +111,30 @@ def build_format_model(out_dir: str | Path, steps: int = 80, seed: int = 0, lr: 
 def _cache_key() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    for mod in ("data.py",):  # the prompts and the synthetic task
-        h.update((Path(__file__).parent / mod).read_bytes())
     import dt_eval.testing.tiny_qwen2audio as tq
 
-    h.update(Path(tq.__file__).read_bytes())
+    here = Path(__file__)
+    parts = [here.read_bytes(), (here.parent / "data.py").read_bytes(),  # the prompts and the synthetic task
+             Path(tq.__file__).read_bytes()]
     for pkg in ("transformers", "torch"):
         try:
-            h.update(f"{pkg}=={version(pkg)}".encode())
+            parts.append(f"{pkg}=={version(pkg)}".encode())
         except PackageNotFoundError:
             pass
-    return h.hexdigest()[:12]
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return sha256_bytes(b"".join(parts))[:12]
 
 
 def cached_format_model(listen_prob: float = 0.5, steps: int = 80, base: str = "random", lr: float = 3e-3,
                         freeze_audio: bool = False) -> Path:
     """The format-but-not-listening tiny model (or a partial listener with `listen_prob` > 0.5),
     built on first use (~1 min on 2 cores)."""
-    from dt_eval.testing.tiny_qwen2audio import cache_root
-
     tag = "" if (listen_prob, steps, base, lr) == (0.5, 80, "random", 3e-3) else f"-q{listen_prob:g}-s{steps}-{base}-lr{lr:g}"
     tag += "-frozen-audio" if freeze_audio else ""
     # (named `target`, not `base`: `base` is the start model's kind, passed on below)
     target = cache_root() / f"dt-recipe-format-model-{_cache_key()}{tag}"
     if (target / "config.json").exists():
         return target
-    with _lock(target.with_name(target.name + ".lock")):
+    with wait_lock(target.with_name(target.name + ".lock")):
         if (target / "config.json").exists():
             return target
         tmp = Path(tempfile.mkdtemp(prefix=".format-", dir=target.parent))

@@ -15,11 +15,12 @@ the same token ids (checked with a digest per item).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dt_eval.util.hashing import sha256_bytes
 
 SEGMENTS = ("audio", "prompt", "reasoning", "answer")
 _CLOSING = ("</think>", "</reasoning>")
@@ -67,7 +68,7 @@ _UNUSED = ("num_audio_tokens", "token_type_ids")
 
 
 def digest(ids: Any) -> str:
-    return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+    return sha256_bytes(np.asarray(ids, dtype=np.int64).tobytes())[:16]
 
 
 @dataclass
@@ -116,10 +117,10 @@ class InputBuilder:
         return self.audio_token_id is not None
 
     def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from dt_eval.backends.hf import _to_hf_messages
+        from dt_eval.backends.hf import to_hf_messages
 
         if self.takes_audio:
-            return _to_hf_messages(messages)
+            return to_hf_messages(messages)
         out = []
         for m in messages:
             if isinstance(m["content"], str):

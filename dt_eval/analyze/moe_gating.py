@@ -21,7 +21,6 @@ identically shows exactly 0. More per-token measures: routing_stats.register_mea
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import shutil
 import sys
@@ -43,6 +42,7 @@ from dt_eval.analyze.routing_stats import (
     load_entropy_bits,
 )
 from dt_eval.analyze.runs import AnalyzeError, RunData, load_run
+from dt_eval.util.hashing import sha256_text
 
 FORMAT = "dt-eval-gating/1"
 STORE_DTYPES = ("float16", "float32")
@@ -75,15 +75,6 @@ def _with_model(path: str, device: str, dtype: Any, fn: Callable[[Any], Any]) ->
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def _device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
-    import torch
-
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype in (None, "auto"):
-        return dev, torch.bfloat16 if dev.startswith("cuda") else torch.float32
-    return dev, getattr(torch, dtype)
 
 
 def _route_items(model: Any, routers: list, builder: InputBuilder, items: list[Item], audio_rate: int,
@@ -141,7 +132,7 @@ def _compatible(base: list, tuned: list, path: str) -> None:
 
 
 def _digest_of(digests: Iterable[str]) -> str:
-    return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+    return sha256_text("".join(digests))[:16]
 
 
 def _per_layer(values: np.ndarray, tokens: np.ndarray) -> list[float | None]:
@@ -300,7 +291,9 @@ def gating(base: str, tuned: list[str], tasks: list[str] | None = None, *, outpu
     items = collect_items(tasks, data_dirs or {}, limit, settings, run, repeat, skipped)
     if not items:
         raise AnalyzeError(f"no item to analyse (skipped: {skipped or 'none loaded'})")
-    dev, torch_dtype = _device_dtype(device, dtype)
+    from dt_eval.backends.hf import resolve_device_dtype
+
+    dev, torch_dtype = resolve_device_dtype(device, dtype)
     measures = list(TOKEN_MEASURES)
 
     # -- base pass: router distributions to the cache, base expert load

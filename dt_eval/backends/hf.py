@@ -9,10 +9,38 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend
+from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
 
 
-def _to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def resolve_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
+    """(device, torch dtype): CUDA when available; "auto"/None = bfloat16 on CUDA, float32 on CPU."""
+    import torch
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype in (None, "auto"):
+        return dev, torch.bfloat16 if dev.startswith("cuda") else torch.float32
+    return dev, getattr(torch, dtype)
+
+
+def generate_kwargs(s: SamplingConfig) -> dict[str, Any]:
+    """transformers `generate()` settings for `s` (greedy at temperature 0). A seed seeds torch's
+    global generator here, right before the call."""
+    import torch
+
+    kw: dict[str, Any] = {"max_new_tokens": s.max_tokens, "do_sample": s.temperature > 0}
+    if s.temperature > 0:
+        kw |= {"temperature": s.temperature, "top_p": s.top_p}
+        if s.top_k:
+            kw["top_k"] = s.top_k
+        if s.seed is not None:
+            torch.manual_seed(s.seed)
+    if s.repetition_penalty:
+        kw["repetition_penalty"] = s.repetition_penalty
+    return kw
+
+
+def to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """dt-eval chat messages as HF chat templates take them (audio parts as ``{"type": "audio"}``)."""
     out = []
     for m in messages:
         if isinstance(m["content"], str):
@@ -32,17 +60,12 @@ class HFBackend(LocalBatchedBackend):
 
     def __init__(self, model: str, batch_size: int = 8, device: str | None = None, dtype: str | None = None,
                  trust_remote_code: bool = False):
-        import torch
         import transformers
         from transformers import AutoConfig, AutoProcessor
 
         self.model_id = model
         self.preferred_batch = batch_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype in (None, "auto"):
-            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        self.device, torch_dtype = resolve_device_dtype(device, dtype)
         self.dtype = str(torch_dtype).replace("torch.", "")
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
         arch = (getattr(config, "architectures", None) or [None])[0]
@@ -66,24 +89,15 @@ class HFBackend(LocalBatchedBackend):
         texts, audios = [], []
         for r in batch:
             texts.append(self.processor.apply_chat_template(
-                _to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs))
+                to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs))
             audios.extend(a.array for a in r.audio)
         rate = batch[0].audio[0].sampling_rate if batch[0].audio else 16000
         inputs = self.processor(text=texts, audio=audios or None, sampling_rate=rate, return_tensors="pt",
                                 padding=True)
         inputs = inputs.to(self.device)
         s = batch[0].sampling
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "do_sample": s.temperature > 0}
-        if s.temperature > 0:
-            gen_kwargs |= {"temperature": s.temperature, "top_p": s.top_p}
-            if s.top_k:
-                gen_kwargs["top_k"] = s.top_k
-            if s.seed is not None:
-                torch.manual_seed(s.seed)
-        if s.repetition_penalty:
-            gen_kwargs["repetition_penalty"] = s.repetition_penalty
         with torch.inference_mode():
-            out = self.model.generate(**inputs, **gen_kwargs)
+            out = self.model.generate(**inputs, **generate_kwargs(s))
         prompt_len = inputs["input_ids"].shape[1]
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
@@ -110,3 +124,9 @@ class HFBackend(LocalBatchedBackend):
                 backend_info={"batch": len(batch)},
             ))
         return results
+
+
+def from_settings(settings) -> HFBackend:
+    """The `hf` entry of the backend registry (dt_eval/backends/registry.py)."""
+    return HFBackend(settings.model, batch_size=settings.batch_size or 8, device=settings.device,
+                     dtype=settings.dtype)

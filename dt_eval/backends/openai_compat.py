@@ -156,7 +156,7 @@ def build_body(model: str, req: GenerationRequest) -> bytes:
 # Helpers
 
 
-def _short_server_message(raw: bytes) -> str:
+def short_server_message(raw: bytes) -> str:
     """The server's error message: `error.message`, `message` or `detail`, else the raw text."""
     try:
         data = _loads(raw)
@@ -290,7 +290,7 @@ class OpenAIBackend:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "backend": self.name,
+            "name": self.name,
             "model": self.model,
             "base_urls": [s.display for s in self._servers],
             "concurrency": self.concurrency,
@@ -364,7 +364,7 @@ class OpenAIBackend:
                     raw = await resp.read()
                     info["latency_s"] = round(time.perf_counter() - t0, 4)
                     if resp.status != 200:
-                        info["error"] = self._redact(f"HTTP {resp.status}: {_short_server_message(raw)}")
+                        info["error"] = self._redact(f"HTTP {resp.status}: {short_server_message(raw)}")
                         return info
                     data = _loads(raw)
                     models = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
@@ -504,7 +504,7 @@ class OpenAIBackend:
             server.fail_streak = 0
             server.down_until = 0.0
             if status != 200:
-                msg = self._redact(f"HTTP {status} from {server.display}: {_short_server_message(raw)}")
+                msg = self._redact(f"HTTP {status} from {server.display}: {short_server_message(raw)}")
                 retry = status in RETRY_STATUSES or status >= 500
                 raise _Attempt(msg, retry=retry, wait_s=_retry_after_s(headers) if retry else None)
             try:
@@ -535,3 +535,12 @@ class OpenAIBackend:
             raise
         finally:
             server.inflight -= 1
+
+
+def from_settings(settings) -> OpenAIBackend:
+    """The `openai` entry of the backend registry (dt_eval/backends/registry.py)."""
+    if not settings.base_urls:
+        raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    return OpenAIBackend(settings.model, settings.base_urls, concurrency=settings.concurrency,
+                         timeout_s=settings.timeout_s, max_retries=settings.max_retries,
+                         api_key=settings.options.get("api_key"))

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from dt_eval.backends.openai_compat import _short_server_message
+from dt_eval.backends.openai_compat import short_server_message
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.util.redact import (
     basic_auth_header,
@@ -135,7 +135,7 @@ async def fetch_models(base_url: str, *, api_key: str | None = None, timeout_s: 
                 if r.status != 200:
                     raise StreamError(
                         f"{redact_url(base_url)} answered HTTP {r.status} to GET /models: "
-                        f"{_redact(_short_server_message(raw), key, password)}")
+                        f"{_redact(short_server_message(raw), key, password)}")
                 data = json.loads(raw)
     except aiohttp.ClientConnectorError:
         raise ServerUnreachable(f"cannot connect to the model server at {redact_url(base_url)}") from None
@@ -160,6 +160,10 @@ async def stream_chat(
     `messages` are sent as they are (audio already as ``input_audio`` parts); `fields` are further
     body fields (max_tokens, temperature, chat_template_kwargs, ...). The last update has
     ``finished=True``. Raises :class:`ServerUnreachable` / :class:`StreamError`.
+
+    A consumer that stops early (closes this generator or cancels its task: the demo's Stop)
+    hangs up: aiohttp closes a connection whose response was not read to the end rather than
+    pooling it, so the model server sees the disconnect and stops generating (tested).
     """
     key = resolve_api_key(api_key)
     url, auth, password = _endpoint(base_url, "/chat/completions", key)
@@ -187,7 +191,7 @@ async def stream_chat(
             if resp.status != 200:
                 raw = await resp.read()
                 raise StreamError(f"the model server at {shown} answered HTTP {resp.status}: "
-                                  f"{_redact(_short_server_message(raw), key, password)}")
+                                  f"{_redact(short_server_message(raw), key, password)}")
             buf = b""
             done = False
             try:

@@ -15,7 +15,7 @@ from dt_eval.backends.base import (
     LocalBatchedBackend,
     SamplingConfig,
 )
-from dt_eval.backends.hf import _to_hf_messages
+from dt_eval.backends.hf import to_hf_messages
 
 
 def sampling_params(s: SamplingConfig):
@@ -82,7 +82,7 @@ class VLLMBackend(LocalBatchedBackend):
         prompts = []
         for r in batch:
             text = self.processor.apply_chat_template(
-                _to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs)
+                to_hf_messages(r.messages), add_generation_prompt=True, tokenize=False, **r.chat_template_kwargs)
             audio = [(a.array, a.sampling_rate) for a in r.audio]
             prompt: dict[str, Any] = {"prompt": text}
             if audio:  # text-only requests (lm-eval text tasks) carry no multi_modal_data
@@ -99,3 +99,12 @@ class VLLMBackend(LocalBatchedBackend):
                 latency_s=elapsed, backend_info={"batch": len(batch)},
             ))
         return results
+
+
+def from_settings(settings) -> VLLMBackend:
+    """The `vllm` entry of the backend registry: engine arguments from the family preset (the
+    flags `dt-eval serve` would give `vllm serve`), then the caller's `options["engine_args"]`."""
+    engine_args = {**engine_args_from_preset(settings.family_preset()),
+                   **(settings.options.get("engine_args") or {})}
+    return VLLMBackend(settings.model, batch_size=settings.batch_size or 256, dtype=settings.dtype,
+                       engine_args=engine_args)

@@ -20,6 +20,7 @@ from dt_eval.errors import (
     DtEvalError,
     exit_code,
 )
+from dt_eval.reasoning.registry import cot_help
 
 app = typer.Typer(
     name="dt-eval",
@@ -76,10 +77,24 @@ def _main(
     pass
 
 
+_TASKS_DIR_HELP = ("Also look for task YAMLs in this folder (repeatable; searched before $DT_EVAL_TASKS_PATH "
+                  "and the built-in tasks).")
+
+
+def _use_tasks_dirs(dirs: list[Path] | None) -> None:
+    from dt_eval.tasks.config import UnknownTaskError, add_task_dirs
+
+    try:
+        add_task_dirs(list(dirs or []))
+    except UnknownTaskError as e:
+        fail(str(e))
+
+
 @app.command("tasks")
 def tasks_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     lm_eval_path: Annotated[bool, typer.Option("--lm-eval-path", help="Print the folder of our lm-eval task configs (dt_mmau, dt_mmar, dt_mmsu) for `lm_eval --include_path`, and nothing else.")] = False,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """List the tasks: item count, data source, metric and scorer.
 
@@ -90,11 +105,22 @@ def tasks_cmd(
 
         typer.echo(str(tasks_path()))
         return
-    from dt_eval.tasks.config import load_task, task_names
+    from dt_eval.tasks.config import (
+        TaskConfigError,
+        is_builtin_task,
+        load_task,
+        task_names,
+        task_path,
+    )
 
+    _use_tasks_dirs(tasks_dir)
     rows = []
     for name in task_names():
-        cfg = load_task(name)
+        try:
+            cfg = load_task(name)
+        except TaskConfigError as e:
+            typer.echo(f"warning: {e}", err=True)
+            continue
         src = []
         if cfg.data.local:
             src.append(f"local {cfg.data.local.metadata}")
@@ -103,12 +129,15 @@ def tasks_cmd(
         rows.append(
             {
                 "task": name,
+                "title": cfg.title,
+                "family": cfg.family.name,
                 "items": cfg.data.expected_items,
                 "source": " | ".join(src),
                 "metric": cfg.metric if cfg.answers_available else "export only (answers hidden)",
                 "scorer": cfg.scorer,
                 "version": cfg.version,
                 "description": cfg.description,
+                "file": None if is_builtin_task(task_path(name)) else str(task_path(name)),
             }
         )
     if as_json:
@@ -116,10 +145,21 @@ def tasks_cmd(
         return
     from tabulate import tabulate
 
-    typer.echo(tabulate([{k: r[k] for k in ("task", "items", "source", "metric", "version")} for r in rows],
+    typer.echo(tabulate([{k: r[k] for k in ("task", "title", "items", "source", "metric", "version")}
+                         | ({"file": r["file"]} if any(x["file"] for x in rows) else {}) for r in rows],
                         headers="keys"))
     typer.echo("\nAlso: lm-eval:NAME runs lm-eval's generation task NAME (e.g. lm-eval:gsm8k); "
                "`dt-eval tasks --lm-eval-path` gives our tasks to lm_eval (--include_path, --model dt-audio).")
+
+
+@app.command("backends")
+def backends_cmd() -> None:
+    """List the inference backends: built-in, and those installed packages add (entry-point group
+    `dt_eval.backends`)."""
+    from dt_eval.backends import BUILTIN_BACKENDS, backend_names
+
+    for name in backend_names():
+        typer.echo(name if name in BUILTIN_BACKENDS else f"{name}  (plugin)")
 
 
 @app.command("score")
@@ -155,11 +195,13 @@ def score_cmd(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Write the report as JSON (accuracy, items, breakdowns).")
     ] = None,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """Score a prediction file exactly like the benchmark's official script."""
     from dt_eval.api import score_file
-    from dt_eval.scoring.submission import file_sha256
+    from dt_eval.util.hashing import sha256_file
 
+    _use_tasks_dirs(tasks_dir)
     report = score_file(task, predictions, extract=extract, strict=strict)
     for line in report.stdout_lines():
         typer.echo(line)
@@ -168,7 +210,7 @@ def score_cmd(
     if output:
         data = report.to_json()
         data["predictions_file"] = str(predictions)
-        data["predictions_sha256"] = file_sha256(predictions)
+        data["predictions_sha256"] = sha256_file(predictions)
         data["dt_eval_version"] = __version__
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -181,24 +223,12 @@ def _split_csv(values: list[str] | None) -> list[str]:
     return out
 
 
-def _data_dirs(values: list[str] | None) -> dict[str, str]:
-    """`--data-dir DIR` (all tasks) or `--data-dir mmau=DIR` (one task), repeatable."""
-    out: dict[str, str] = {}
-    for v in values or []:
-        task, sep, path = v.partition("=")
-        if sep and not Path(v).exists():
-            out[task] = path
-        else:
-            out["*"] = v
-    return out
-
-
 @app.command("run")
 @reports_errors
 def run_cmd(
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks, e.g. mmau,mmar,mmsu.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local path (for openai: the served model name).")],
-    backend: Annotated[str, typer.Option("--backend", "-b", help="hf (transformers), openai (any OpenAI-compatible server, e.g. vllm serve), vllm (in-process engine).")] = "openai",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="hf (transformers), openai (any OpenAI-compatible server, e.g. vllm serve), vllm (in-process engine), or an installed plugin's name (`dt-eval backends` lists them).")] = "openai",
     base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint(s), repeat or comma-separate to share the load across servers. http://USER:PASSWORD@host/v1 is sent as HTTP basic auth (key: $DT_EVAL_API_KEY or $OPENAI_API_KEY); credentials are never stored or printed.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default runs/<model>). Rerun the same command to resume.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task.")] = None,
@@ -218,11 +248,12 @@ def run_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="hf backend: cpu, cuda, cuda:1 ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf/vllm: float32, bfloat16, float16, auto.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
-    cot: Annotated[Optional[str], typer.Option("--cot", help="After inference, score the reasoning: hybrid, stage2, embedding, evaluator, consistency, format, rubrics or all (comma-separated); see `dt-eval rescore`.")] = None,
+    cot: Annotated[Optional[str], typer.Option("--cot", help="After inference, score the reasoning (see `dt-eval rescore`). " + cot_help())] = None,
     judge_url: Annotated[Optional[list[str]], typer.Option("--judge-url", help="OpenAI-compatible judge endpoint for --cot (key: $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY; USER:PASSWORD@ in the URL: HTTP basic auth).")] = None,
     judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name for --cot.")] = "gpt-4o-2024-11-20",
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="sentence-transformers model for --cot (default: offline all-MiniLM-L6-v2).")] = None,
     lm_eval_include_path: Annotated[Optional[str], typer.Option("--lm-eval-include-path", help="Folder(s) of extra lm-eval task configs for lm-eval:NAME tasks (as lm_eval --include_path).")] = None,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """Run a model over tasks with thinking-aware prompting; resumable; scores as it goes.
 
@@ -236,10 +267,12 @@ def run_cmd(
     2 bad options, data or run directory (nothing more was run);
     130 interrupted (finished samples are saved; rerun the same command to resume)."""
     from dt_eval.api import plan_run, run_blocking, run_plan
+    from dt_eval.config import parse_data_dirs
     from dt_eval.reporting.tables import error_counts, print_results
 
+    _use_tasks_dirs(tasks_dir)
     plan = plan_run(  # checks every option before anything starts (a DtEvalError: exit 2)
-        tasks, model, backend=backend, base_urls=base_url, data_dirs=_data_dirs(data_dir), limit=limit,
+        tasks, model, backend=backend, base_urls=base_url, data_dirs=parse_data_dirs(data_dir), limit=limit,
         repeats=repeats, output=output, command=sys.argv, concurrency=concurrency, batch_size=batch_size,
         gen_kwargs=gen_kwargs, thinking=thinking, preset=preset, system_prompt=system_prompt, seed=seed,
         retry_errors=retry_errors, audio_window=audio_window, timeout=timeout, max_retries=max_retries,
@@ -291,10 +324,12 @@ def export_cmd(
     fmt: Annotated[str, typer.Option("--format", help="official (the benchmark's scorer input) or rubrics (MMAR-Rubrics: id, thinking_prediction, answer_prediction).")] = "official",
     answers: Annotated[str, typer.Option("--answers", help="extracted: the extracted final answer (scores dt-eval's headline number); raw: the model's post-reasoning output (scores the official raw number).")] = "extracted",
     repeat: Annotated[int, typer.Option("--repeat", help="Which repeat to export.")] = 0,
+    tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP + " Only for runs made before dt-eval recorded task configs in config.json.")] = None,
 ) -> None:
     """Write an official submission file from a run's per-sample records."""
     from dt_eval.storage.export import export_run
 
+    _use_tasks_dirs(tasks_dir)
     n = export_run(run_dir, task, out, fmt=fmt, answers=answers, repeat=repeat)
     typer.echo(f"wrote {n} records to {out}")
 
@@ -372,7 +407,7 @@ def serve_cmd(
         stop(proc)
 
 
-# Reasoning scorers (dt_eval/cot): the module imports torch/sentence-transformers only inside commands.
+# Reasoning scorers (dt_eval/reasoning): the module imports torch/sentence-transformers only inside commands.
 from dt_eval.cli import reasoning as _cot_cli  # noqa: E402
 
 app.command("rescore")(reports_errors(_cot_cli.rescore_cmd))
@@ -387,6 +422,9 @@ app.add_typer(_leaderboard_app, name="leaderboard")
 from dt_eval.cli.analyze import app as _analyze_app  # noqa: E402  (lazy: torch only inside the commands)
 
 app.add_typer(_analyze_app, name="analyze")
+from dt_eval.cli.view import view_cmd as _view_cmd  # noqa: E402  (the viewer loads inside the command)
+
+app.command("view")(_view_cmd)
 
 
 @app.command("demo")
@@ -400,6 +438,8 @@ def demo_cmd(
     served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model name to request (default: the server's first model, or --model).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per answer (default: the preset's, else 2048).")] = None,
     no_examples: Annotated[bool, typer.Option("--no-examples", help="Do not generate or show the example clips.")] = False,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model family preset (as for `dt-eval run --preset`; `dt-eval serve --list-presets`): its prompt, thinking switch, sampling and audio window. Detected from the model name when omitted.")] = None,
+    share: Annotated[bool, typer.Option("--share", help="Also publish a public Gradio share link (needs internet); the app still binds --host. Use with --auth.")] = False,
 ) -> None:
     """Gradio audio Q&A app: ask about a clip and watch the reasoning stream, then the answer.
 
@@ -414,7 +454,8 @@ def demo_cmd(
         return
     try:
         run_demo(base_url=base_url, model=model, host=host, port=port, auth=auth, window_s=window,
-                 served_model_name=served_model_name, max_tokens=max_tokens, examples=not no_examples)
+                 served_model_name=served_model_name, max_tokens=max_tokens, examples=not no_examples,
+                 preset=preset, share=share)
     except DemoError as e:
         fail(str(e))
     except KeyboardInterrupt:

@@ -63,7 +63,7 @@ def gating_cmd(
     divergence of the router distributions, top-k Jaccard, expert-load entropy and its change.
     One model in memory at a time; the base's router distributions are cached on disk."""
     from dt_eval.analyze.runs import AnalyzeError
-    from dt_eval.cli import _data_dirs
+    from dt_eval.config import parse_data_dirs
     from dt_eval.tasks.config import UnknownTaskError
 
     tuned_list = _csv(tuned)
@@ -79,7 +79,7 @@ def gating_cmd(
         hf_logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint: our own lines say more
 
         result = gating(base, tuned_list, _csv([tasks]) if tasks else None, output=output, limit=limit,
-                        data_dirs=_data_dirs(data_dir), responses=responses, repeat=repeat, device=device,
+                        data_dirs=parse_data_dirs(data_dir), responses=responses, repeat=repeat, device=device,
                         dtype=dtype, store_dtype=store_dtype, preset=preset, thinking=thinking,
                         keep_cache=keep_cache, plots=plots)
     except ImportError as e:

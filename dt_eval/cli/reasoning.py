@@ -12,10 +12,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL
+from dt_eval.reasoning.registry import cot_help
 from dt_eval.reasoning.rubrics import OFFICIAL_ATTEMPTS
 
-_COT_HELP = ("Reasoning scorers, comma-separated: hybrid (gated 0.5*LLM + 0.5*embedding), stage2 (gated LLM only), "
-             "embedding, evaluator, consistency, format, rubrics (MMAR-Rubrics), or all.")
+_COT_HELP = cot_help()  # from the registry (built-ins and in-process registrations)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -49,6 +49,10 @@ def cot_columns(agg: dict[str, Any]) -> dict[str, str]:
             row[col] = _fmt(agg[name].get("mean"))
     if agg.get("rubrics"):
         row["rubrics"] = _fmt(agg["rubrics"].get("score"), digits=2)
+    shown = {"hybrid", "stage2", "embedding", "evaluator", "consistency", "format", "rubrics"}
+    for name in agg.get("scorers") or []:  # plugin scorers: their mean, under their name
+        if name not in shown and agg.get(name):
+            row[name] = _fmt(agg[name].get("mean"))
     if agg.get("scorers"):
         row["cot unscored"] = str(agg.get("unscored", 0))
     return row

@@ -37,7 +37,7 @@ from dt_eval.storage.rundir import (
     json_text,
     latest_by_key,
 )
-from dt_eval.tasks.config import TaskConfig, load_task
+from dt_eval.tasks.config import TaskConfig, load_task, task_config_record
 from dt_eval.tasks.data import LoadedTask, load_task_data
 from dt_eval.tasks.prompts import (
     PromptError,
@@ -61,6 +61,11 @@ def git_hash() -> str | None:
         return None
 
 
+# Task-config fields that change what the model is asked or how its answers are scored: a resumed
+# run must have the same (display fields such as title or family may change).
+_ASKED_AND_SCORED = ("scorer", "prediction_key", "answers_available", "fields", "prompt")
+
+
 def _sample_key(task: str, item_id: str, repeat: int) -> str:
     return f"{task}/{item_id}/{repeat}"
 
@@ -82,14 +87,18 @@ class Runner:
     def _config(self, loaded: dict[str, LoadedTask], previous: RunConfig | None) -> RunConfig:
         tasks = dict(previous.tasks) if previous else {}
         for name, lt in loaded.items():
-            tasks[name] = TaskInfo(**lt.to_json(), limit=self.opts.limit, repeats=self.opts.repeats)
+            # the task config as loaded: report, export and leaderboard read it, not the YAML
+            tasks[name] = TaskInfo(**lt.to_json(), limit=self.opts.limit, repeats=self.opts.repeats,
+                                   task_config=task_config_record(lt.config))
+        described = dict(self.backend.describe())
+        described.setdefault("name", self.opts.backend)  # a plugin's describe() may leave it out
         return RunConfig(
             dt_eval_version=__version__,
             git_hash=git_hash(),
             created=previous.created if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             identity=self.opts.identity(),
-            backend=self.backend.describe(),
+            backend=described,
             preset=self.opts.preset,
             concurrency=self.opts.concurrency,
             tasks=tasks,
@@ -112,6 +121,15 @@ class Runner:
                     f"{name}: the data changed since this run started (metadata sha256 {(old.sha256 or '')[:12]}… -> "
                     f"{lt.sha256[:12]}…); numbers on different files are not comparable: use another --output"
                 )
+            before_cfg = old.task_config if old else None
+            if isinstance(before_cfg, dict):
+                now_cfg = task_config_record(lt.config)
+                changed = [k for k in _ASKED_AND_SCORED if before_cfg.get(k) != now_cfg.get(k)]
+                if changed:
+                    raise RunError(
+                        f"{name}: the task config changed since this run started ({', '.join(changed)} differ); "
+                        "samples asked or scored another way are not comparable: use another --output"
+                    )
 
     # ------------------------------------------------------------ main entry
     async def run(self) -> dict[str, Any]:
@@ -124,7 +142,14 @@ class Runner:
 
         opts = self.opts
         lm_tasks = [name for name in opts.tasks if is_lm_eval_task(name)]
-        configs = {name: load_task(name) for name in opts.tasks if not is_lm_eval_task(name)}
+        configs: dict[str, TaskConfig] = {}
+        for name in opts.tasks:
+            if is_lm_eval_task(name):
+                continue
+            cfg = load_task(name)  # a YAML path runs as the task it names
+            if cfg.name in configs and configs[cfg.name] != cfg:
+                raise RunError(f"two different task configs are named {cfg.name!r}")
+            configs[cfg.name] = cfg
         loaded: dict[str, LoadedTask] = {}
         for name, cfg in configs.items():
             data_dir = opts.data_dirs.get(name) or opts.data_dirs.get("*")

@@ -27,7 +27,6 @@ torch and sentence-transformers are imported only when the model is loaded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -38,6 +37,8 @@ import numpy as np
 
 from dt_eval.errors import DtEvalError
 from dt_eval.reasoning.types import CotInput, CotScore
+from dt_eval.util.hashing import sha256_file, sha256_text
+from dt_eval.util.sqlite_cache import SqliteCache
 
 SCORER = "embedding"
 VERSION = "dt-eval-embedding-v1"  # chunking + pooling + mapping scheme
@@ -73,12 +74,9 @@ def verify_sha256(file: Path, expected: str) -> None:
     key = (str(file.resolve()), expected)
     if key in _VERIFIED:
         return
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != expected:
-        raise EmbedderError(f"{file}: sha256 {h.hexdigest()} does not match the expected {expected}; "
+    got = sha256_file(file)
+    if got != expected:
+        raise EmbedderError(f"{file}: sha256 {got} does not match the expected {expected}; "
                             "refusing to use an unverified embedding model")
     _VERIFIED.add(key)
 
@@ -95,43 +93,23 @@ class EmbeddingCache:
     """SQLite store of pooled text embeddings, keyed by (model key, sha256 of the text)."""
 
     def __init__(self, path: str | Path):
-        import sqlite3
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS embedding_cache (model_key TEXT NOT NULL, text_sha TEXT NOT NULL, "
-                         "n_chunks INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model_key, text_sha))")
+        self._store = SqliteCache(path, "embedding_cache", keys=[("model_key", "TEXT"), ("text_sha", "TEXT")],
+                                  values=[("n_chunks", "INTEGER"), ("vec", "BLOB")])
+        self.path = self._store.path
 
     def get_many(self, model_key: str, shas: list[str]) -> dict[str, tuple[np.ndarray, int]]:
-        out: dict[str, tuple[np.ndarray, int]] = {}
-        with self._lock:
-            for i in range(0, len(shas), 500):
-                part = shas[i:i + 500]
-                q = ("SELECT text_sha, n_chunks, vec FROM embedding_cache WHERE model_key=? AND text_sha IN (" +
-                     ",".join("?" * len(part)) + ")")
-                for sha, n, blob in self._db.execute(q, (model_key, *part)):
-                    out[sha] = (np.frombuffer(blob, dtype=np.float32).copy(), int(n))
-        return out
+        found = self._store.get_many((model_key, sha) for sha in shas)
+        return {sha: (np.frombuffer(blob, dtype=np.float32).copy(), int(n)) for (_, sha), (n, blob) in found.items()}
 
     def put_many(self, model_key: str, rows: list[tuple[str, np.ndarray, int]]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?, ?)",
-                                 [(model_key, sha, int(n), np.asarray(v, dtype=np.float32).tobytes())
-                                  for sha, v, n in rows])
-            self._db.execute("COMMIT")
+        self._store.put_many(((model_key, sha), (int(n), np.asarray(v, dtype=np.float32).tobytes()))
+                             for sha, v, n in rows)
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM embedding_cache").fetchone()[0]
+        return len(self._store)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 class Embedder:
@@ -280,7 +258,7 @@ class Embedder:
         texts = [t or "" for t in texts]
         found: dict[str, tuple[np.ndarray, int]] = {}
         if self.cache is not None:
-            shas = {t: hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts if t.strip()}
+            shas = {t: sha256_text(t) for t in texts if t.strip()}
             hits = self.cache.get_many(self.cache_key, list(set(shas.values())))
             found = {t: hits[h] for t, h in shas.items() if h in hits}
         todo = list(dict.fromkeys(t for t in texts if t.strip() and t not in found))
@@ -289,7 +267,7 @@ class Embedder:
             self.encoded_texts += len(todo)
             fresh = {t: (vecs[i], counts[i]) for i, t in enumerate(todo)}
             if self.cache is not None:
-                self.cache.put_many(self.cache_key, [(hashlib.sha256(t.encode("utf-8")).hexdigest(), v, n)
+                self.cache.put_many(self.cache_key, [(sha256_text(t), v, n)
                                                      for t, (v, n) in fresh.items()])
             found |= fresh
         dim = next((v.shape[0] for v, _ in found.values()), None)

@@ -23,15 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dt_eval.reasoning.types import stable_hash
+from dt_eval.util.hashing import stable_hash
+from dt_eval.util.sqlite_cache import SqliteCache
 
 log = logging.getLogger(__name__)
 
@@ -101,40 +100,29 @@ class JudgeOutcome:
 
 
 class JudgeCache:
-    """SQLite store of accepted judge replies. Safe across processes (WAL) and threads."""
+    """SQLite store of accepted judge replies, keyed by (judge model, prompt version, item id,
+    chain hash, rater). Safe across processes and threads."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS judge_cache (judge_model TEXT NOT NULL, prompt_version TEXT NOT NULL, "
-            "item_id TEXT NOT NULL, chain_hash TEXT NOT NULL, rater INTEGER NOT NULL, raw TEXT NOT NULL, "
-            "created REAL NOT NULL, PRIMARY KEY (judge_model, prompt_version, item_id, chain_hash, rater))"
-        )
+        self._store = SqliteCache(
+            path, "judge_cache",
+            keys=[("judge_model", "TEXT"), ("prompt_version", "TEXT"), ("item_id", "TEXT"), ("chain_hash", "TEXT"),
+                  ("rater", "INTEGER")],
+            values=[("raw", "TEXT"), ("created", "REAL")])
+        self.path = self._store.path
 
     def get(self, key: tuple[str, str, str, str, int]) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT raw FROM judge_cache WHERE judge_model=? AND prompt_version=? AND item_id=? "
-                "AND chain_hash=? AND rater=?", key).fetchone()
+        row = self._store.get(key)
         return row[0] if row else None
 
     def put(self, key: tuple[str, str, str, str, int], raw: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO judge_cache VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (*key, raw, time.time()))
+        self._store.put(key, (raw, time.time()))
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+        return len(self._store)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 class JudgeClient:

@@ -10,9 +10,10 @@ from cot.jsonl. Judge replies are cached in SQLite (default
 RUN_DIR/judge_cache.sqlite), so a second rescore makes no judge calls for what was scored;
 embeddings likewise (RUN_DIR/embed_cache.sqlite; the embedding model loads only on a miss).
 
-Scorers (`cot`): hybrid (stage 1: gated 0.5*LLM + 0.5*emb), stage2 (gated LLM only), embedding,
-evaluator (R_sim^LLM alone, ungated), consistency, format, rubrics (MMAR-Rubrics; items
-without a rubric are "not applicable", neither scored nor unscored); "all" = every one.
+Scorers (`cot`), from the registry (dt_eval/reasoning/registry.py): hybrid (stage 1: gated
+0.5*LLM + 0.5*emb), stage2 (gated LLM only), embedding, evaluator (R_sim^LLM alone, ungated),
+consistency, format, rubrics (MMAR-Rubrics; items without a rubric are "not applicable", neither
+scored nor unscored), and any registered plugin; "all" = every one.
 Rubrics lines also carry the item's official breakdown fields (`groups`: modality, category,
 sub-category), so the rubrics aggregate holds the official script's totals and per-group tables
 (rubrics.official_lines prints them).
@@ -27,7 +28,6 @@ This module is the integration layer; the scorers themselves never import the ru
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import statistics
@@ -40,15 +40,20 @@ from typing import Any
 
 from dt_eval.errors import DtEvalError
 from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
+from dt_eval.reasoning.registry import (
+    ScoreContext,
+    UnknownCotScorerError,
+    cot_scorer_names,
+    get_cot_scorer,
+    summarize,
+)
 from dt_eval.reasoning.types import CotInput, CotScore
 from dt_eval.records import RunConfig, SampleRecord
+from dt_eval.util.locks import HeldLock, try_lock
 
 COT_FILE = "cot.jsonl"
 CACHE_FILE = "judge_cache.sqlite"
 EMBED_CACHE_FILE = "embed_cache.sqlite"
-SCORERS = ("hybrid", "stage2", "embedding", "evaluator", "consistency", "format", "rubrics")
-NEEDS_JUDGE = frozenset({"hybrid", "stage2", "evaluator", "consistency", "rubrics"})
-NEEDS_EMBEDDER = frozenset({"hybrid", "embedding"})
 NOT_APPLICABLE = "not applicable"
 
 
@@ -66,19 +71,26 @@ def parse_cot(values: str | Sequence[str] | None) -> list[str]:
         for name in (x.strip().lower() for x in p.split(",")):
             if not name:
                 continue
-            names = list(SCORERS) if name == "all" else [name]
+            names = cot_scorer_names() if name == "all" else [name]
             for n in names:
-                if n not in SCORERS:
-                    raise RescoreError(f"unknown --cot scorer {n!r}; choose from {', '.join(SCORERS)} or all")
+                try:
+                    get_cot_scorer(n)
+                except UnknownCotScorerError:
+                    raise RescoreError(f"unknown --cot scorer {n!r}; choose from "
+                                       f"{', '.join(cot_scorer_names())} or all") from None
                 if n not in out:
                     out.append(n)
     return out
 
 
+def _needing(names: Sequence[str], what: str) -> list[str]:
+    return [n for n in names if what in get_cot_scorer(n).needs]
+
+
 def check_options(cot: Sequence[str], judge_url: str | Sequence[str] | None) -> list[str]:
     """Validate before any work is done (e.g. before a long inference run)."""
     names = parse_cot(cot)
-    need = sorted(set(names) & NEEDS_JUDGE)
+    need = sorted(_needing(names, "judge"))
     if need and not judge_url:
         raise RescoreError(f"--cot {','.join(need)} needs a judge: pass --judge-url (an OpenAI-compatible /v1 URL)")
     return names
@@ -88,11 +100,11 @@ def check_options(cot: Sequence[str], judge_url: str | Sequence[str] | None) -> 
 # Samples -> inputs
 
 
-def _task_fields(task: str):
-    from dt_eval.tasks.config import Fields, load_task
+def _task_fields(task: str, config: RunConfig | None = None):
+    from dt_eval.tasks.config import Fields, run_task_config
 
     try:
-        cfg = load_task(task)
+        cfg = run_task_config(task, config)  # as the run recorded it
         return cfg, cfg.fields
     except Exception:  # noqa: BLE001 - an unregistered task: the default field names
         return None, Fields()
@@ -165,6 +177,13 @@ def _mean(xs: list[float]) -> float | None:
     return statistics.fmean(xs) if xs else None
 
 
+def _scorer_order(names: Iterable[str]) -> list[str]:
+    """Registered order (built-ins first), then names no scorer here knows, first seen first."""
+    names = list(dict.fromkeys(names))
+    known = [n for n in cot_scorer_names(plugins=False) if n in names]
+    return known + [n for n in names if n not in known]
+
+
 def aggregate_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per-task aggregates from cot.jsonl lines (the last line per (key, scorer) wins)."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -175,7 +194,7 @@ def aggregate_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, 
         by_task[r["task"]][r["scorer"]].append(r)
     out: dict[str, dict[str, Any]] = {}
     for task, scorers in by_task.items():
-        agg: dict[str, Any] = {"scorers": [s for s in SCORERS if s in scorers]}
+        agg: dict[str, Any] = {"scorers": _scorer_order(scorers)}
         keys = {r["key"] for rs in scorers.values() for r in rs}
         agg["samples"] = len(keys)
         total_unscored = 0
@@ -198,47 +217,12 @@ def aggregate_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, 
             }
             if unscored:
                 a["unscored_reasons"] = dict(Counter(_reason(r.get("error")) for r in unscored).most_common())
-            comps = [r.get("components") or {} for r in rs]
-            if name in ("hybrid", "stage2"):
-                for k in (("emb", "llm", "ungated") if name == "hybrid" else ("llm",)):
-                    vals = [c[k] for c in comps if c.get(k) is not None]
-                    a[f"{k}_mean"] = _mean(vals)
-                    a[f"{k}_n"] = len(vals)
-                corr = [c.get("correct") for c in comps if c.get("correct") is not None]
-                a["gated_zero"] = sum(1 for c in comps if c.get("gate") == 0)
-                if name == "hybrid":
-                    a["w"] = next((c["w"] for c in comps if "w" in c), None)
-                a["correct"] = sum(1 for x in corr if x)
-            if name == "rubrics":
-                a |= _rubrics_totals(scored)
-                a["not_applicable"] = len(na)
-                a["thinking_truncated"] = sum(1 for c in comps if c.get("thinking_truncated"))
-                a["thinking_over_limit"] = sum(1 for c in comps if c.get("thinking_over_limit"))
-                a["repeats"] = len({r.get("repeat", 0) for r in rs}) or 1
-                a["breakdowns"] = _rubrics_breakdowns(scored)
+            a |= summarize(name, rs, scored, na)
             agg[name] = a
         agg["unscored"] = total_unscored
         agg["judge_calls"] = calls
         out[task] = agg
     return out
-
-
-def _rubrics_totals(scored: list[dict[str, Any]]) -> dict[str, Any]:
-    """The official totals: score = sum of item scores / items x 100 (summed in benchmark order,
-    as the official script sums), accuracy = correct / items x 100; unscored items are not items."""
-    n = len(scored)
-    correct = sum(1 for r in scored if (r.get("components") or {}).get("correct"))
-    return {"total": n, "correct": correct, "score": sum(r["value"] for r in scored) / n * 100 if n else None,
-            "accuracy": correct / n * 100 if n else None}
-
-
-def _rubrics_breakdowns(scored: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """The official per-modality / category / sub-category tables (from each line's `groups`)."""
-    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for r in scored:
-        for field, value in (r.get("groups") or {}).items():
-            rows.setdefault(field, {}).setdefault(str(value), []).append(r)
-    return {field: {key: _rubrics_totals(rs) for key, rs in table.items()} for field, table in rows.items()}
 
 
 _KNOWN_REASONS = ("unparseable judge reply", "empty judge reply", "judge request failed", "no reference chain",
@@ -304,32 +288,27 @@ def _line(inp: CotInput, s: CotScore, judge_model: str | None) -> dict[str, Any]
     d = s.to_dict()
     d.pop("id", None)
     line = {"key": inp.meta["key"], "task": inp.meta["task"], "id": inp.meta["item"], "repeat": inp.meta["repeat"],
-            **d, "judge_model": judge_model if s.scorer in NEEDS_JUDGE else None, "time": time.time()}
-    if s.scorer == "rubrics" and "groups" in inp.meta:
-        line["groups"] = inp.meta["groups"]  # the official breakdown fields (modality, category, ...)
+            **d, "judge_model": judge_model if _uses_judge(s.scorer) else None, "time": time.time()}
+    if "groups" in inp.meta:  # rubric inputs: the official breakdown fields (modality, category, ...)
+        line["groups"] = inp.meta["groups"]
     return line
 
 
-class _RunLock:
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-        self.fd: int | None = None
+def _uses_judge(name: str) -> bool:
+    try:
+        return "judge" in get_cot_scorer(name).needs
+    except UnknownCotScorerError:
+        return False
 
-    def __enter__(self) -> _RunLock:
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise RescoreError(f"{self.path.parent} is in use by another dt-eval process") from None
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+def _lock_run(run_dir: Path) -> HeldLock:
+    """The run directory's lock (the one `dt-eval run` holds), without waiting."""
+    from dt_eval.storage.rundir import LOCK
+
+    lock = try_lock(run_dir / LOCK)
+    if lock is None:
+        raise RescoreError(f"{run_dir} is in use by another dt-eval process")
+    return lock
 
 
 def _make_embedder(embedder: Any, cache_path: Path | None):
@@ -368,9 +347,7 @@ async def arescore_run(
     say: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The async form of `rescore_run` (see the module docstring)."""
-    from dt_eval.reasoning import consistency, evaluator, hybrid, rubrics
-    from dt_eval.reasoning import format as fmt
-    from dt_eval.reasoning.hybrid import HybridConfig
+    from dt_eval.reasoning import rubrics
     from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
 
     say = say or (lambda m: print(m, file=sys.stderr))
@@ -401,7 +378,7 @@ async def arescore_run(
     for s in samples:
         by_task[s.task].append(s)
     for task, group in by_task.items():
-        cfg, fields = _task_fields(task)
+        cfg, fields = _task_fields(task, config)
         refs, ref_path = _references_for(task, cfg, references, config)
         ref_files[task] = ref_path
         for s in group:
@@ -413,9 +390,9 @@ async def arescore_run(
 
     results: dict[str, list[CotScore]] = {}
     emb = (_make_embedder(embedder, None if judge_cache is False else run_dir / EMBED_CACHE_FILE)
-           if set(names) & NEEDS_EMBEDDER else None)
+           if _needing(names, "embedder") else None)
     own_judge = False
-    if judge is None and set(names) & NEEDS_JUDGE:
+    if judge is None and _needing(names, "judge"):
         cache_path = None if judge_cache is False else (judge_cache or run_dir / CACHE_FILE)
         judge = JudgeClient(JudgeConfig(
             base_url=list(judge_url) if not isinstance(judge_url, str) else judge_url, model=judge_model,
@@ -425,37 +402,28 @@ async def arescore_run(
             cache_path=cache_path))
         own_judge = True
     judge_model_name = judge.config.model if judge is not None else None
+    ctx = ScoreContext(judge=judge, embedder=emb, weight=weight, score_wrong=score_wrong, format_style=format_style,
+                       rubrics=rubrics_config)
     cot_path = run_dir / COT_FILE
-    with _RunLock(run_dir):
+    with _lock_run(run_dir):
         try:
             for name in names:
                 t0 = time.monotonic()
                 sent0 = judge.requests_sent if judge is not None else 0
-                these = inputs
-                if name == "hybrid":
-                    scores = await hybrid.score_batch(inputs, judge, emb, HybridConfig(w=weight, stage=1,
-                                                                                        score_wrong=score_wrong))
-                elif name == "stage2":
-                    scores = await hybrid.score_batch(inputs, judge, None, HybridConfig(w=weight, stage=2,
-                                                                                         score_wrong=score_wrong))
-                elif name == "embedding":
-                    scores = await emb.score_batch(inputs)
-                elif name == "evaluator":
-                    scores = await evaluator.score_batch(inputs, judge)
-                elif name == "consistency":
-                    scores = await consistency.score_batch(inputs, judge)
-                elif name == "format":
-                    scores = await fmt.score_batch(inputs, style=format_style)
-                else:  # rubrics
+                scorer = get_cot_scorer(name)
+                if "rubric" in scorer.needs:  # the item's own rubric and thinking; no rubric: not applicable
                     these = rubric_inputs
-                    applicable = [i for i, x in enumerate(rubric_inputs) if x.rubric]
-                    got = await rubrics.score_batch([rubric_inputs[i] for i in applicable], judge, rubrics_config)
+                    applicable = [i for i, x in enumerate(these) if x.rubric]
+                    got = await scorer.score_batch([these[i] for i in applicable], ctx)
                     scores_by = dict(zip(applicable, got))
-                    version = rubrics.prompt_version()
-                    scores = [scores_by.get(i) or CotScore(id=x.id, scorer="rubrics", version=version, value=None,
+                    version = scorer.version()
+                    scores = [scores_by.get(i) or CotScore(id=x.id, scorer=name, version=version, value=None,
                                                            components={NOT_APPLICABLE: True},
                                                            error="not applicable: the item has no rubric")
-                              for i, x in enumerate(rubric_inputs)]
+                              for i, x in enumerate(these)]
+                else:
+                    these = inputs
+                    scores = await scorer.score_batch(inputs, ctx)
                 results[name] = scores
                 _append_lines(cot_path, [_line(x, s, judge_model_name) for x, s in zip(these, scores)])
                 sent = (judge.requests_sent - sent0) if judge is not None else 0
@@ -466,7 +434,8 @@ async def arescore_run(
             if own_judge and judge is not None:
                 await judge.aclose()
         lines = [_line(x, s, judge_model_name)
-                 for name in names for x, s in zip(rubric_inputs if name == "rubrics" else inputs, results[name])]
+                 for name in names for x, s in zip(rubric_inputs if "rubric" in get_cot_scorer(name).needs
+                                                   else inputs, results[name])]
         aggregates = aggregate_records(lines)  # what this rescore scored
         # results.json gets every scorer the run has lines for (earlier rescores included).
         full = load_cot_aggregates(run_dir)

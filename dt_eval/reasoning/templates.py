@@ -8,7 +8,6 @@ keys on it, so editing a prompt without bumping its version still never reuses s
 
 from __future__ import annotations
 
-import hashlib
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,6 +16,7 @@ from importlib import resources
 import yaml
 
 from dt_eval.errors import DtEvalError
+from dt_eval.util.hashing import sha256_bytes
 
 
 class TemplateError(DtEvalError, ValueError):
@@ -71,5 +71,5 @@ def load_prompt(name: str) -> PromptTemplate:
     return PromptTemplate(
         name=raw["name"], version=str(raw["version"]), source=str(raw.get("source") or ""),
         system=raw.get("system"), user=raw["user"], parts=dict(raw.get("parts") or {}),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256_bytes(data),
     )

@@ -6,10 +6,10 @@ Pure data: no I/O, no dependency on the run machinery, so an RL reward function 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from dt_eval.tasks.prompts import format_options
 
 
 @dataclass
@@ -67,14 +67,8 @@ class CotScore:
         return d
 
 
-def stable_hash(obj: Any) -> str:
-    """sha256 of a JSON-serialisable object in canonical form (sorted keys, no spaces)."""
-    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
-
-
 def render_options(choices: list[str], labels: str = "ABCDEFGHIJ") -> str:
     """Options as "(A) text" lines (the same shape dt-eval's prompts use)."""
     if not choices:
         return "(none)"
-    return "\n".join(f"({labels[i] if i < len(labels) else i + 1}) {c}" for i, c in enumerate(choices))
+    return format_options(choices, [labels[i] if i < len(labels) else str(i + 1) for i in range(len(choices))])

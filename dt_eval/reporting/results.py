@@ -31,7 +31,12 @@ def load_run(run_dir: str | Path) -> RunResults:
         raise ReportError(str(e)) from None
     if not run.samples:
         raise ReportError(f"{run_dir}: no samples yet")
-    results = compute_run_results(run.config, run.samples.values())
+    from dt_eval.tasks.config import TaskConfigError, UnknownTaskError
+
+    try:
+        results = compute_run_results(run.config, run.samples.values())
+    except (UnknownTaskError, TaskConfigError) as e:  # e.g. a plugin scorer that is not installed here
+        raise ReportError(f"{run_dir}: {e}") from None
     for task, agg in load_cot_aggregates(run_dir).items():
         if task in results.tasks:
             results.tasks[task] = results.tasks[task].model_copy(update={"cot": agg})

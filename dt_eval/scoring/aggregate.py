@@ -27,7 +27,7 @@ from dt_eval.records import (
 )
 from dt_eval.scoring.counts import sample_counts
 from dt_eval.scoring.submission import ScoreReport, extracted_prediction, score_records
-from dt_eval.tasks.config import TaskConfig, load_task
+from dt_eval.tasks.config import TaskConfig, run_task_config
 from dt_eval.types import Extraction
 
 
@@ -182,7 +182,7 @@ def compute_run_results(config: RunConfig | Mapping[str, Any] | None,
 
             tasks[name] = TaskResults.model_validate(lm_eval_task_results(name, group, info.to_json_dict()))
             continue
-        cfg = load_task(name)
+        cfg = run_task_config(name, config)  # as the run recorded it: custom tasks need no YAML here
         res = task_results(cfg, group, expected_items=info.items if info else None)
         tasks[name] = res.model_copy(update={"data_sha256": info.sha256 if info else None,
                                              "data_version_label": info.version_label if info else None})

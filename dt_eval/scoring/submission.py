@@ -1,12 +1,13 @@
 """Score records in a benchmark's official submission format, exactly like the official scripts.
 
 The same function scores `dt-eval score` files and `dt-eval run` outputs (a run builds the
-submission records and scores them here), so the two can never disagree.
+submission records and scores them here), so the two can never disagree. What differs between
+benchmarks lives in the task's official scorer (dt_eval/scoring/scorers.py); this module holds
+the report, the file reader and the dispatch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -15,13 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval.errors import DtEvalError
-from dt_eval.pipeline.extract import extract
-from dt_eval.scoring.official import (
-    MmsuStatus,
-    mcq_match,
-    mmsu_correct,
-    mmsu_read_letter,
-)
 from dt_eval.scoring.tally import Tally
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import Extraction
@@ -84,9 +78,7 @@ class ScoreReport:
 
     def official_lines(self) -> list[str]:
         """What the official script prints for these records, line for line."""
-        if self.scorer == "mmsu_official":
-            return _mmsu_lines(self)
-        return _mcq_lines(self)
+        return _scorer(self.scorer).official_lines(self)
 
     def stdout_lines(self) -> list[str]:
         """What `dt-eval score` prints on stdout. Without extraction: the official script's lines.
@@ -111,7 +103,7 @@ class ScoreReport:
         if self.missing_ids:
             what = (
                 "were counted wrong, as the official script does"
-                if self.scorer == "mmsu_official"
+                if _scorer(self.scorer).missing_counts_wrong
                 else "were excluded (the official script skips them silently)"
             )
             lines.append(f"[dt-eval] {len(self.missing_ids)} record(s) lack '{self.prediction_key}' and {what}")
@@ -146,15 +138,7 @@ class ScoreReport:
                 name: {k: t.to_dict() for k, t in table.items()} for name, table in self.breakdowns.items()
             },
         }
-        if self.scorer == "mmsu_official":
-            out["accuracy_fraction"] = self.overall.fraction
-            out["skipped"] = len(self.skipped_ids)
-            out["skipped_ids"] = self.skipped_ids
-            out["non_string"] = len(self.non_string)
-            out["non_string_ids"] = [rid for rid, _ in self.non_string]
-            out["breakdowns_nested"] = {
-                cat: {sub: t.to_dict() for sub, t in subs.items()} for cat, subs in (self.nested or {}).items()
-            }
+        out |= _scorer(self.scorer).report_json(self)
         if self.extracted:
             out["unparsed"] = self.unparsed
             out["ambiguous"] = self.ambiguous
@@ -166,35 +150,14 @@ class ScoreReport:
                     "correct": raw.overall.correct,
                     "total": raw.overall.total,
                 }
-                if raw.scorer == "mmsu_official":
-                    out["official_raw"] |= {"skipped": len(raw.skipped_ids), "non_string": len(raw.non_string)}
+                out["official_raw"] |= _scorer(raw.scorer).report_json(raw, summary=True)
         return out
 
 
-def _mcq_lines(rep: ScoreReport) -> list[str]:
-    lines = []
-    for name, table in rep.breakdowns.items():
-        lines += [SEPARATOR, f"{rep.breakdown_titles.get(name, name)}:"]
-        lines += [f"{key} : {t.accuracy:.2f}% over {t.total} samples" for key, t in table.items()]
-    lines += [
-        SEPARATOR,
-        f"Total Accuracy: {rep.overall.accuracy:.2f}% over {rep.overall.total} samples",
-        SEPARATOR,
-        # The official scripts print this counter but never increment it.
-        "No prediction count: 0",
-    ]
-    return lines
+def _scorer(name: str):
+    from dt_eval.scoring.registry import get_scorer
 
-
-def _mmsu_lines(rep: ScoreReport) -> list[str]:
-    lines = list(rep.diagnostics)
-    nested = rep.nested or {}
-    for cat, subs in nested.items():
-        lines += [f"Category: {cat}, Sub-category: {sub}, Accuracy: {t.fraction:.4f}" for sub, t in subs.items()]
-    for cat, t in rep.breakdowns.get("category", {}).items():
-        lines.append(f"Category: {cat}, Average Accuracy: {t.fraction:.4f}")
-    lines += [f"Overall Accuracy: {rep.overall.fraction:.4f}", f"Total count: {rep.overall.total}"]
-    return lines
+    return get_scorer(name)
 
 
 # ---------------------------------------------------------------- reading files
@@ -272,27 +235,19 @@ def file_layout(reader: str, name: str) -> str:
     raise ValueError(f"unknown reader {reader!r}")
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- scoring
 
 
-def _rid(rec: dict[str, Any], i: int) -> str:
+def record_id(rec: dict[str, Any], i: int) -> str:
     rid = rec.get("id")
     return str(rid) if rid is not None else f"#{i}"
 
 
-def _where(rec: dict[str, Any], i: int) -> str:
-    return f"record #{i} (id {_rid(rec, i)})"
+def record_where(rec: dict[str, Any], i: int) -> str:
+    return f"record #{i} (id {record_id(rec, i)})"
 
 
-class _Errors:
+class RecordErrors:
     """Collects malformed records so one run reports them all, not just the first."""
 
     def __init__(self) -> None:
@@ -327,16 +282,13 @@ def score_records(
         raise SubmissionError(
             f"{cfg.name}: answers are hidden for this split; submit the exported file to the official server"
         )
-    if cfg.scorer == "mmsu_official":
-        report = _score_mmsu(cfg, records, extract_answers, invalid, strict)
-    else:
-        report = _score_mcq(cfg, records, extract_answers, invalid)
+    report = _scorer(cfg.scorer).score(cfg, records, extract_answers, invalid, strict)
     if extract_answers:
         report.official_raw = score_records(cfg, records, extract_answers=False, invalid=invalid, strict=strict)
     return report
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -346,174 +298,22 @@ def _json_type(value: Any) -> str:
     return {list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
-def _check_prediction(rec: dict[str, Any], i: int, key: str, errors: _Errors) -> bool:
+def check_prediction(rec: dict[str, Any], i: int, key: str, errors: RecordErrors) -> bool:
     value = rec[key]
     if value is None:
-        errors.add(f"{_where(rec, i)}: '{key}' is null (write \"\" for an empty prediction)")
+        errors.add(f"{record_where(rec, i)}: '{key}' is null (write \"\" for an empty prediction)")
         return False
     if not isinstance(value, str):
-        errors.add(f"{_where(rec, i)}: '{key}' must be a string, got {_json_type(value)}")
+        errors.add(f"{record_where(rec, i)}: '{key}' must be a string, got {json_type(value)}")
         return False
     return True
 
 
 def task_extract(cfg: TaskConfig, text: str | None, choices: Sequence[str], reasoning: str | None = None) -> Extraction:
-    """Answer extraction with the task's option labels. MMSU asks for a letter alone and its
-    scorer reads only letters: a bare letter is a label, and free text that names no option is
-    unparsed."""
-    mmsu = cfg.scorer == "mmsu_official"
-    ext = extract(text, choices, reasoning=reasoning, labels=cfg.prompt.labels, letters_only=mmsu)
-    if mmsu and ext.matched_choice is None and not ext.ambiguous:
-        ext.unparsed = True
-    return ext
+    """Answer extraction as the task's official scorer needs it (e.g. MMSU reads letters only)."""
+    return _scorer(cfg.scorer).extract(cfg, text, choices, reasoning)
 
 
 def extracted_prediction(cfg: TaskConfig, ext: Extraction) -> str:
     """What an extracted answer looks like in the official submission's prediction field."""
-    if cfg.scorer == "mmsu_official":
-        idx = ext.matched_choice
-        return cfg.prompt.labels[idx] if idx is not None and ext.answer_text is not None else ""
-    return ext.answer_text or ""
-
-
-def _score_mcq(cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool, invalid: str) -> ScoreReport:
-    key = cfg.prediction_key
-    errors = _Errors()
-    breakdowns: dict[str, dict[str, Tally]] = {
-        b.field: {k: Tally() for k in (b.keys or [])} for b in cfg.breakdowns
-    }
-    overall = Tally()
-    items: list[ItemResult] = []
-    missing: list[str] = []
-    answer_f, choices_f = cfg.fields.answer or "answer", cfg.fields.choices or "choices"
-    specs = [(b.field, dict.fromkeys(b.keys) if b.keys is not None else None) for b in cfg.breakdowns]
-    for i, rec in enumerate(records):
-        if key not in rec:
-            missing.append(_rid(rec, i))
-            continue
-        ok = _check_prediction(rec, i, key, errors)
-        answer, choices = rec.get(answer_f), rec.get(choices_f)
-        if not isinstance(answer, str):
-            errors.add(f"{_where(rec, i)}: '{answer_f}' must be a string, got {answer!r}")
-            ok = False
-        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            errors.add(f"{_where(rec, i)}: '{choices_f}' must be a list of strings, got {choices!r}")
-            ok = False
-        groups: dict[str, str | None] = {}
-        for name, keys in specs:
-            value = rec.get(name)
-            if keys is not None:
-                if not isinstance(value, str) or value not in keys:
-                    shown = "missing" if name not in rec else repr(value)
-                    errors.add(f"{_where(rec, i)}: '{name}' is {shown}; the official script knows only {list(keys)}")
-                    ok = False
-            elif value is not None and not isinstance(value, str):
-                errors.add(f"{_where(rec, i)}: '{name}' must be a string or absent, got {value!r}")
-                ok = False
-            groups[name] = value
-        if not ok:
-            continue
-        ext = None
-        prediction = rec[key]
-        if extract_answers:
-            ext = task_extract(cfg, prediction, choices)
-            prediction = extracted_prediction(cfg, ext)
-        correct = mcq_match(answer, prediction, choices)
-        overall.add(correct)
-        for name, value in groups.items():
-            if value is None:  # the official script skips an absent sub-category
-                continue
-            table = breakdowns[name]
-            if value not in table:
-                table[value] = Tally()
-            table[value].add(correct)
-        items.append(ItemResult(_rid(rec, i), correct, ext))
-    if invalid == "raise":
-        errors.raise_if_any(cfg.name)
-    if overall.total == 0 and invalid == "raise":
-        raise SubmissionError(
-            f"{cfg.name}: no record carries '{key}' ({len(records)} records read); nothing to score"
-        )
-    return ScoreReport(
-        task=cfg.name,
-        scorer=cfg.scorer,
-        prediction_key=key,
-        extracted=extract_answers,
-        overall=overall,
-        items=items,
-        breakdowns=breakdowns,
-        missing_ids=missing,
-        invalid=errors.msgs,
-        breakdown_titles={b.field: b.title for b in cfg.breakdowns},
-    )
-
-
-def _score_mmsu(
-    cfg: TaskConfig, records: Sequence[dict[str, Any]], extract_answers: bool, invalid: str, strict: bool
-) -> ScoreReport:
-    key = cfg.prediction_key
-    cols = cfg.fields.choice_columns or ["choice_a", "choice_b", "choice_c", "choice_d"]
-    answer_f = cfg.fields.answer or "answer_gt"
-    errors = _Errors()
-    overall = Tally()
-    nested: dict[str, dict[str, Tally]] = {}
-    per_cat: dict[str, Tally] = {}
-    items: list[ItemResult] = []
-    missing: list[str] = []
-    skipped: list[str] = []
-    non_string: list[tuple[str, str]] = []
-    diagnostics: list[str] = []
-    for i, rec in enumerate(records):
-        response = rec.get(key, "")
-        if key not in rec:
-            # The official script reads a missing response as '' and counts it wrong; we keep that
-            # (it is in the denominator) but also report the record as missing.
-            missing.append(_rid(rec, i))
-        elif not isinstance(response, str):
-            if strict:
-                _check_prediction(rec, i, key, errors)
-                continue
-            if not extract_answers:
-                # The official script's response.strip() fails: it prints this and drops the record.
-                diagnostics.append("Error prediction!")
-                non_string.append((_rid(rec, i), _json_type(response)))
-                continue
-            response = None  # dt-eval's extraction: no answer, unparsed, counted wrong
-        cat, sub = rec.get("category", ""), rec.get("sub-category", "")
-        bad = [f for f, v in (("category", cat), ("sub-category", sub)) if not isinstance(v, str)]
-        if bad:
-            errors.add(f"{_where(rec, i)}: {', '.join(bad)} must be a string")
-            continue
-        choices = {letter: rec.get(c, "") for letter, c in zip("ABCD", cols)}
-        ext = None
-        if extract_answers:
-            ext = task_extract(cfg, response, [choices[k] for k in "ABCD"])
-            response = extracted_prediction(cfg, ext)
-        status, letter = mmsu_read_letter(response)
-        if status is MmsuStatus.SKIPPED:
-            diagnostics.append(f"Wrong format response: {response.strip().replace(chr(10), '')}")
-            skipped.append(_rid(rec, i))
-            continue
-        correct = mmsu_correct(letter, choices, rec.get(answer_f, ""))
-        overall.add(correct)
-        nested.setdefault(cat, {}).setdefault(sub, Tally()).add(correct)
-        per_cat.setdefault(cat, Tally()).add(correct)
-        items.append(ItemResult(_rid(rec, i), correct, ext))
-    if invalid == "raise":
-        errors.raise_if_any(cfg.name)
-    return ScoreReport(
-        task=cfg.name,
-        scorer=cfg.scorer,
-        prediction_key=key,
-        extracted=extract_answers,
-        overall=overall,
-        items=items,
-        breakdowns={"category": per_cat},
-        nested=nested,
-        missing_ids=missing,
-        skipped_ids=skipped,
-        non_string=non_string,
-        invalid=errors.msgs,
-        diagnostics=diagnostics,
-        breakdown_titles={"category": "Category"},
-    )
+    return _scorer(cfg.scorer).prediction(cfg, ext)

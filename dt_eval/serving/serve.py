@@ -7,19 +7,15 @@ transformers server (`--engine hf`, for CPU machines without vLLM).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dt_eval.errors import DtEvalError
+from dt_eval.serving.procs import ServerProcess, ServerProcessError
 from dt_eval.tasks.presets import Preset, detect_preset, load_preset
 
 
@@ -75,40 +71,19 @@ def build_command(model: str, *, preset: str | None = None, engine: str = "vllm"
     return ServeCommand(argv, dict(p.vllm.env), base_url, p.family)
 
 
-def wait_healthy(base_url: str, proc: subprocess.Popen | None, timeout_s: float = 900.0) -> dict:
-    """Poll /v1/models until it answers; fail early if the server process dies."""
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise ServeError(f"the server exited with code {proc.returncode} before becoming healthy")
-        try:
-            with urllib.request.urlopen(base_url + "/models", timeout=5) as r:
-                return json.loads(r.read())
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            last = str(e)
-        time.sleep(1.0)
-    raise ServeError(f"{base_url} not healthy after {timeout_s:.0f} s (last error: {last})")
-
-
-def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGINT the server's process group (vLLM shuts down its workers on it), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def start(cmd: ServeCommand, log_path: Path | None = None) -> subprocess.Popen:
-    env = os.environ | cmd.env
+def start(cmd: ServeCommand, log_path: Path | None = None) -> ServerProcess:
     # The server's own logs go to our stderr (or a file): our stdout carries only "ready: URL".
-    out = open(log_path, "ab") if log_path else sys.stderr
-    return subprocess.Popen(cmd.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return ServerProcess(cmd.argv, name="the server", env=os.environ | cmd.env, log_path=log_path)
+
+
+def wait_healthy(base_url: str, proc: ServerProcess, timeout_s: float = 900.0) -> None:
+    """Poll /v1/models until it answers; fail early if the server process dies."""
+    try:
+        proc.wait_ready(timeout_s, health_url=base_url + "/models", poll_s=1.0)
+    except ServerProcessError as e:
+        raise ServeError(str(e)) from None
+
+
+def stop(proc: ServerProcess, grace_s: float = 20.0) -> None:
+    """SIGINT the server's process group (vLLM shuts down its workers on it), then SIGTERM, then SIGKILL."""
+    proc.stop([(signal.SIGINT, grace_s), (signal.SIGTERM, 5.0)])

@@ -14,17 +14,14 @@ from typing import Any
 
 from dt_eval.errors import DtEvalError
 from dt_eval.scoring.aggregate import submission_records
+from dt_eval.scoring.registry import task_scorer
 from dt_eval.scoring.submission import SubmissionError, file_layout
-from dt_eval.storage.rundir import RunDir, RunDirError
-from dt_eval.tasks.config import load_task
+from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
+from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, run_task_config
 
 RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 characters
 # The MMAR-Rubrics scorer loads a .json file with json.load and other names as JSON lines.
 RUBRICS_READER = "json_or_jsonl"
-
-# Key order of the official MMSU inference script's output lines.
-MMSU_KEYS = ["id", "audio_path", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer_gt",
-             "response", "task_name", "category", "sub-category", "sub-sub-category", "linguistics_sub_discipline"]
 
 
 class ExportError(DtEvalError, ValueError):
@@ -38,7 +35,7 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
         raise ExportError(f"--format must be official or rubrics, not {fmt!r}")
     if answers not in ("extracted", "raw"):
         raise ExportError(f"--answers must be extracted or raw, not {answers!r}")
-    cfg = load_task(task)
+    cfg = _run_task_config(run_dir, task)
     if fmt not in cfg.export_formats:
         raise ExportError(f"{task} has no {fmt} export (available: {', '.join(cfg.export_formats)})")
     as_lines = _as_json_lines(task, RUBRICS_READER if fmt == "rubrics" else cfg.submission_reader, out)
@@ -61,15 +58,28 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
             }
             for s, sub in zip(by_index, subs)
         ]
-    elif cfg.scorer == "mmsu_official":
-        rows = [{k: r.get(k) for k in MMSU_KEYS if k in r or k == "response"} for r in subs]
     else:
-        rows = subs
+        rows = task_scorer(cfg).export_rows(cfg, subs)
     if as_lines:
         _write_jsonl(out, rows)
     else:
         out.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return len(subs)
+
+
+def _run_task_config(run_dir: Path, task: str):
+    """The task config the run recorded (a custom task exports without its YAML), else the
+    task of that name (runs made before configs were recorded)."""
+    try:
+        config = RunDir(run_dir).read_config()
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
+    if config is None:
+        raise ExportError(f"{run_dir}: not a dt-eval run directory (no {CONFIG})")
+    try:
+        return run_task_config(task, config)
+    except (UnknownTaskError, TaskConfigError, ValueError) as e:
+        raise ExportError(str(e)) from None
 
 
 def _as_json_lines(task: str, reader: str, out: Path) -> bool:

@@ -13,7 +13,6 @@ alone cuts a torn tail (`load_samples`), since it appends after it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -27,6 +26,7 @@ from pydantic import ValidationError
 
 from dt_eval.errors import DtEvalError
 from dt_eval.records import RunConfig, RunResults, SampleRecord
+from dt_eval.util.locks import HeldLock, try_lock
 
 SAMPLES = "samples.jsonl"
 CONFIG = "config.json"
@@ -157,7 +157,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._fd: int | None = None
-        self._lock_fd: int | None = None
+        self._lock: HeldLock | None = None
         self._last_sync = 0.0
         self._unsynced = 0
         # appends come from worker threads (record building runs off the event loop): one line at
@@ -167,13 +167,9 @@ class RunDir:
     # -- lifecycle
     def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise RunDirError(f"{self.path} is in use by another dt-eval process") from None
+        self._lock = try_lock(self.path / LOCK)
+        if self._lock is None:
+            raise RunDirError(f"{self.path} is in use by another dt-eval process")
         self._fd = os.open(self.path / SAMPLES, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
 
     def close(self) -> None:
@@ -182,10 +178,9 @@ class RunDir:
                 os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = None
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> RunDir:
         self.open()

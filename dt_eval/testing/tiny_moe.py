@@ -48,9 +48,9 @@ N_MELS = 32
 
 
 def _tokenizer(family: str):
-    from dt_eval.testing.tiny_qwen2audio import CHAT_TEMPLATE, _build_tokenizer
+    from dt_eval.testing.tiny_qwen2audio import CHAT_TEMPLATE, build_tokenizer
 
-    tok = _build_tokenizer()
+    tok = build_tokenizer()
     if family.startswith("qwen3_omni"):
         tok.add_tokens(list(OMNI_TOKENS), special_tokens=True)
         tok.chat_template = OMNI_CHAT_TEMPLATE

@@ -31,16 +31,18 @@ build functions does.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
+
+from dt_eval.util.hashing import sha256_bytes
+from dt_eval.util.locks import wait_lock
+from dt_eval.util.resources import cache_root
 
 # --------------------------------------------------------------------------- constants
 
@@ -186,7 +188,7 @@ _BPE_CORPUS = (
 # --------------------------------------------------------------------------- building
 
 
-def _build_tokenizer():
+def build_tokenizer():
     """Byte-level BPE trained offline on a few sentences, wrapped as a fast HF tokenizer."""
     from tokenizers import (
         Tokenizer,
@@ -228,7 +230,7 @@ def _build_processor():
         n_fft=400, padding_value=0.0, return_attention_mask=True,
     )
     return Qwen2AudioProcessor(
-        feature_extractor=fe, tokenizer=_build_tokenizer(), chat_template=CHAT_TEMPLATE
+        feature_extractor=fe, tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE
     )
 
 
@@ -667,9 +669,8 @@ def make_deterministic(
 
 def _source_digest() -> str:
     here = Path(__file__)
-    h = hashlib.sha256(here.read_bytes())
-    h.update((here.parent / "synth_audio.py").read_bytes())  # training clips come from it
-    return h.hexdigest()
+    # the training clips come from synth_audio.py
+    return sha256_bytes(here.read_bytes() + (here.parent / "synth_audio.py").read_bytes())
 
 
 # Taken at import, so the cache key describes the code that is running even if the file is
@@ -680,46 +681,28 @@ _SOURCE_DIGEST = _source_digest()
 def _cache_key() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    h = hashlib.sha256(_SOURCE_DIGEST.encode())
+    parts = [_SOURCE_DIGEST]
     for pkg in ("transformers", "torch"):
         try:
-            h.update(f"{pkg}=={version(pkg)}".encode())
+            parts.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:
-            h.update(f"{pkg}==none".encode())
-    return h.hexdigest()[:12]
-
-
-def cache_root() -> Path:
-    """``$DT_EVAL_CACHE`` or ``~/.cache/dt-eval``."""
-    return Path(os.environ.get("DT_EVAL_CACHE") or Path.home() / ".cache" / "dt-eval")
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process builds
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            parts.append(f"{pkg}==none")
+    return sha256_bytes("".join(parts).encode())[:12]
 
 
 def cached_tiny_model(deterministic: bool = True) -> Path:
     """Path of a cached tiny model, built on first use (deterministic or random variant).
 
     Lives in ``cache_root()/tiny-qwen2audio-<key>/{random,deterministic}``, where ``<key>``
-    hashes this module's source and the transformers/torch versions. Builds happen under an
-    fcntl lock, into a temp dir that is renamed into place, so concurrent processes never see
+    hashes this module's source and the transformers/torch versions. Builds happen under a
+    file lock, into a temp dir that is renamed into place, so concurrent processes never see
     a half-written model. Treat the returned directory as read-only.
     """
     base = cache_root() / f"tiny-qwen2audio-{_cache_key()}"
     final = base / ("deterministic" if deterministic else "random")
     if (final / "config.json").exists():
         return final
-    with _file_lock(base.parent / f"{base.name}.lock"):
+    with wait_lock(base.parent / f"{base.name}.lock"):  # waits while another process builds
         if (final / "config.json").exists():  # built by another process meanwhile
             return final
         base.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ latest record of a key wins) and config.json keeps lm-eval's reported numbers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from functools import partial
@@ -28,6 +27,7 @@ from dt_eval.records import (
 )
 from dt_eval.tasks.prompts import prompt_text
 from dt_eval.types import Generation
+from dt_eval.util.hashing import sha256_text
 
 
 class LMEvalTaskError(DtEvalError, RuntimeError):
@@ -73,7 +73,7 @@ class Recorder:
         if req is not None:
             body |= {"messages": req.messages, "sampling": req.sampling.to_dict(),
                      "kwargs": req.chat_template_kwargs, "audio": [len(a.array) for a in req.audio]}
-        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        return sha256_text(json.dumps(body, sort_keys=True, default=str))
 
     def lookup(self, inst: Any, repeat: int, prep: Any) -> Generation | None:
         key = self.key(inst, repeat)

@@ -31,20 +31,13 @@ from dt_eval.reporting.leaderboard.published import (
     entry_to_json,
     normalise_model_name,
 )
+from dt_eval.util.hashing import sha256_file
 
 SCHEMA = "dt-eval-leaderboard/1"
 
-# Tasks of one benchmark share a column (MMAR 2025 and 2026 files: marked apart by sha256).
-FAMILY = {"mmar": "mmar", "mmar-2025": "mmar", "mmau": "mmau", "mmau-test": "mmau-test", "mmsu": "mmsu"}
-TITLES = {"mmar": "MMAR", "mmau": "MMAU test-mini", "mmau-test": "MMAU test", "mmsu": "MMSU",
-          "mmar-2025": "MMAR (2025 file)"}
-ORDER = ["mmar", "mmau", "mmau-test", "mmsu"]
-# Per-category breakdowns shown as columns: (breakdown field, heading).
-CATEGORY_FIELDS = {
-    "mmau": [("task", "sound / music / speech")],
-    "mmar": [("modality", "modality"), ("category", "reasoning layer")],
-    "mmsu": [("category", "category")],
-}
+# Columns, their titles and order, and the per-category tables come from the task configs
+# (`title`, `family`, breakdowns' `leaderboard` heading), as each run recorded them: tasks of one
+# family share a column (MMAR 2025 and 2026 files: marked apart by sha256).
 MARKERS = ["†", "‡", "§", "¶", "‖", "※", "♯", "♭", "◊", "¤"]
 GENERIC_DIR_NAMES = {"deterministic", "random", "model", "final", "latest", "hf", "actor", "huggingface"}
 METRIC_NAMES = {"accuracy": "accuracy (%)", "rubrics": "MMAR-Rubrics score (0-100)",
@@ -58,11 +51,7 @@ class BuildError(DtEvalError, RuntimeError):
 def file_sha256(path: Path) -> str | None:
     if not path.exists():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -71,19 +60,57 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def family_of(task: str) -> str:
+def lm_eval_family(task: str) -> str:
     # lm-eval:gsm8k -> lm-eval/gsm8k: column keys use ":" for the metric (mmar:rubrics)
-    return FAMILY.get(task, task.replace(":", "/", 1) if task.startswith("lm-eval:") else task)
+    return task.replace(":", "/", 1)
 
 
-def column_title(key: str) -> str:
-    base, _, metric = key.partition(":")
-    title = TITLES.get(base, base)
-    if metric == "rubrics":
-        return f"{title}-Rubrics"
-    if metric == "hybrid":
-        return f"{title} hybrid"
-    return title
+class Labels:
+    """Family, title and order of leaderboard column keys (a family name or a task name), from the
+    measured tasks' configs; a key no run measured (a published score) is looked up among the
+    tasks on the task search path, and is otherwise its own family and title."""
+
+    def __init__(self, measured: list[dict[str, Any]]):
+        self.family: dict[str, str] = {}  # task -> family
+        self.titles: dict[str, str] = {}  # task -> title
+        self.families: dict[str, dict[str, Any]] = {}  # family -> {"title", "rank"}
+        for m in measured:
+            for name, t in m["tasks"].items():
+                self._add(name, t["family"], t.get("title"), t.get("family_title"), t.get("family_rank"))
+
+    def _add(self, task: str, family: str, title: str | None, family_title: str | None, rank: int | None) -> None:
+        self.family.setdefault(task, family)
+        self.titles.setdefault(task, title or task)
+        self.families.setdefault(family, {"title": family_title or family, "rank": rank})
+
+    def _lookup(self, key: str) -> None:
+        if key in self.family or key in self.families or not re.fullmatch(r"[\w.-]+", key):
+            return
+        from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, load_task
+
+        try:
+            cfg = load_task(key)
+        except (UnknownTaskError, TaskConfigError):
+            return
+        self._add(cfg.name, cfg.family.name, cfg.title, cfg.family.title, cfg.family.rank)
+
+    def family_of(self, key: str) -> str:
+        self._lookup(key)
+        return self.family.get(key, key)
+
+    def rank(self, family: str) -> int | None:
+        self._lookup(family)
+        return (self.families.get(family) or {}).get("rank")
+
+    def column_title(self, key: str) -> str:
+        base, _, metric = key.partition(":")
+        self._lookup(base)
+        title = self.families[base]["title"] if base in self.families else self.titles.get(base, base)
+        if metric == "rubrics":
+            return f"{title}-Rubrics"
+        if metric == "hybrid":
+            return f"{title} hybrid"
+        return title
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,12 +188,14 @@ def _cot_numbers(agg: dict[str, Any] | None, results_cot: dict[str, Any] | None)
 
 
 def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], samples: list[SampleRecord],
-                 cot: dict[str, Any] | None) -> dict[str, Any]:
-    from dt_eval.tasks.config import load_task
-
+                 cot: dict[str, Any] | None, cfg: Any = None) -> dict[str, Any]:
+    """One task's cell numbers; `cfg`: its TaskConfig as the run recorded it (default: by name)."""
     if res.get("kind") == "lm-eval":
         return _lm_eval_numbers(task, res, cfg_info, samples)
-    cfg = load_task(task)
+    if cfg is None:
+        from dt_eval.tasks.config import load_task
+
+        cfg = load_task(task)
     reps = res.get("repeats") or []
     accs = [r["accuracy"] for r in reps if "accuracy" in r]
     raws = [r["accuracy_official_raw"] for r in reps if "accuracy_official_raw" in r]
@@ -175,7 +204,11 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
         flags[s.repeat] += bool(s.correct)
     out: dict[str, Any] = {
         "task": task,
-        "family": family_of(task),
+        "family": cfg.family.name,
+        "title": cfg.title,
+        "family_title": cfg.family.title,
+        "family_rank": cfg.family.rank,
+        "category_headings": dict(cfg.leaderboard_categories),
         "task_version": res.get("task_version"),
         "scorer": res.get("scorer"),
         "answers_available": bool(res.get("answers_available")),
@@ -211,7 +244,7 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
     if k > 1 and f"pass_at_{k}" in res:
         out["pass_at_k"] = res[f"pass_at_{k}"]
         out["majority_vote"] = res.get("majority_vote_accuracy")
-    for field, _ in CATEGORY_FIELDS.get(family_of(task), []):
+    for field, _ in cfg.leaderboard_categories:
         table: dict[str, Any] = {}
         keys: list[str] = []
         for r in reps:
@@ -235,7 +268,7 @@ def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
     value = rep.get("accuracy")
     flags = sum(1 for s in samples if s.repeat == 0 and s.correct)
     return {
-        "task": task, "family": family_of(task), "task_version": res.get("task_version"),
+        "task": task, "family": lm_eval_family(task), "task_version": res.get("task_version"),
         "scorer": res.get("scorer"), "metric": res.get("primary_metric"),
         "answers_available": value is not None, "data_sha256": None, "data_version_label": None,
         "limit": cfg_info.get("limit"), "items": res.get("items"), "benchmark_items": None,
@@ -262,7 +295,7 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
     """Every number the leaderboard shows for one run, recomputed from samples.jsonl."""
     from dt_eval.scoring.aggregate import compute_results
     from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
-    from dt_eval.tasks.config import UnknownTaskError
+    from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, run_task_config
 
     run = Path(run_dir)
     samples_file = run / "samples.jsonl"
@@ -279,7 +312,9 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
         raise BuildError(f"{run}: samples.jsonl has no records")
     try:
         results = compute_results(config, read.samples.values())
-    except UnknownTaskError as e:
+        cfgs = {name: run_task_config(name, config) for name, res in results["tasks"].items()
+                if res.get("kind") != "lm-eval"}
+    except (UnknownTaskError, TaskConfigError, ValueError) as e:  # ValueError: e.g. an unregistered scorer
         raise BuildError(f"{run}: {e}") from None
     results_json = None
     if (run / "results.json").exists():
@@ -294,13 +329,18 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
     identity = config.identity
     sampling = identity.get("sampling") or {}
     prompt = identity.get("prompt") or {}
+    def order(name: str) -> tuple:  # ranked families first, a family's own task before its others
+        c = cfgs.get(name)
+        fam = c.family.name if c else lm_eval_family(name)
+        rank = c.family.rank if c else None
+        return (rank is None, rank or 0, name != fam, name)
+
     tasks = {}
-    for name in sorted(results["tasks"], key=lambda t: (ORDER.index(family_of(t)) if family_of(t) in ORDER
-                                                        else len(ORDER), t != family_of(t), t)):
+    for name in sorted(results["tasks"], key=order):
         rcot = ((results_json or {}).get("tasks") or {}).get(name, {}).get("cot")
         info = config.tasks.get(name)
         tasks[name] = task_numbers(name, results["tasks"][name], info.to_json_dict() if info else {},
-                                   by_task[name], _cot_numbers(cot.get(name), rcot))
+                                   by_task[name], _cot_numbers(cot.get(name), rcot), cfg=cfgs.get(name))
     return {
         "model": identity.get("model"),
         "samples_sha256": file_sha256(samples_file),
@@ -428,18 +468,21 @@ def assemble(measured: list[dict[str, Any]], reported: list[dict[str, Any]]) -> 
                 col_seen.append(key)
         cells_r.append(cells)
 
-    fams_seen = list(dict.fromkeys(family_of(k.partition(":")[0]) for k in col_seen))
+    labels = Labels(measured)
+    fams_seen = list(dict.fromkeys(labels.family_of(k.partition(":")[0]) for k in col_seen))
 
     def col_order(key: str) -> tuple:
         base, _, metric = key.partition(":")
-        fam = family_of(base)
-        rank = ORDER.index(fam) if fam in ORDER else len(ORDER) + fams_seen.index(fam)
-        return (rank, base != fam, base, {"": 0, "rubrics": 1, "hybrid": 2}.get(metric, 3))
+        fam = labels.family_of(base)
+        rank = labels.rank(fam)
+        return (rank is None, rank if rank is not None else fams_seen.index(fam), base != fam, base,
+                {"": 0, "rubrics": 1, "hybrid": 2}.get(metric, 3))
 
     columns = []
     for key in sorted(col_seen, key=col_order):
         metric = key.partition(":")[2] or "accuracy"
-        columns.append({"key": key, "title": column_title(key), "metric": metric, "unit": METRIC_NAMES[metric]})
+        columns.append({"key": key, "title": labels.column_title(key), "metric": metric,
+                        "unit": METRIC_NAMES[metric]})
 
     # reference group per column and markers for the rest
     marker_of: dict[str, str] = {}
@@ -489,15 +532,16 @@ def assemble(measured: list[dict[str, Any]], reported: list[dict[str, Any]]) -> 
 def category_tables(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-category accuracy tables: one per (task family, breakdown field) present in the runs."""
     tables: dict[tuple[str, str], dict[str, Any]] = {}
+    labels = Labels(measured)
     for mi, m in enumerate(measured):
         for name, t in m["tasks"].items():
             fam = t["family"]
-            for field, heading in CATEGORY_FIELDS.get(fam, []):
+            for field, heading in (t.get("category_headings") or {}).items():
                 cats = (t.get("categories") or {}).get(field)
                 if not cats:
                     continue
                 tab = tables.setdefault((fam, field), {"family": fam, "field": field,
-                                                       "title": f"{TITLES.get(fam, fam)}: {heading}",
+                                                       "title": f"{labels.column_title(fam)}: {heading}",
                                                        "keys": [], "rows": []})
                 for k in cats:
                     if k not in tab["keys"]:

@@ -26,7 +26,6 @@ any task name) for accuracy, `<family>:rubrics` for the MMAR-Rubrics score (0-10
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from pydantic import (
 )
 
 from dt_eval.errors import DtEvalError
+from dt_eval.util.hashing import sha256_bytes
 
 SCHEMA = "dt-eval-published/1"
 _KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(:(rubrics|hybrid))?$")
@@ -172,7 +172,7 @@ def load_published(path: str | Path) -> tuple[PublishedFile, str]:
     except yaml.YAMLError as e:
         raise PublishedError(f"{p}: not valid YAML: {e}") from None
     try:
-        return PublishedFile.model_validate(raw), hashlib.sha256(data).hexdigest()
+        return PublishedFile.model_validate(raw), sha256_bytes(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():

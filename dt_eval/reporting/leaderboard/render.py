@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dt_eval.reporting.leaderboard.build import MARKERS, TITLES  # noqa: F401  (re-exported for callers)
+from dt_eval.reporting.leaderboard.build import MARKERS  # noqa: F401  (re-exported for callers)
 
 JSON_FILE = "leaderboard.json"
 MD_FILE = "leaderboard.md"
@@ -618,6 +618,7 @@ def plot_caption(lb: dict[str, Any], name: str) -> str:
 def _plot_points(lb: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
     """(label, x, y, kind) points for the rubrics and the hybrid panel."""
     rub, hyb = [], []
+    titles = {c["key"]: c["title"] for c in lb["columns"]}
     for kind, rows, cells_list in (("measured", lb["measured"], lb["measured_cells"]),
                                    ("reported", lb["reported"], lb["reported_cells"])):
         for row, cells in zip(rows, cells_list):
@@ -629,7 +630,7 @@ def _plot_points(lb: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
                 acc = cells.get(base)
                 if acc is None or metric not in ("rubrics", "hybrid"):
                     continue
-                title = TITLES.get(base, base)
+                title = titles.get(base, base)
                 point = (f"{label} · {title}", c["value"], acc["value"], kind)
                 (rub if metric == "rubrics" else hyb).append(point)
     return rub, hyb

@@ -137,7 +137,7 @@ def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     from dt_eval.pipeline.records import sample_record
     from dt_eval.scoring.aggregate import compute_results
     from dt_eval.storage.rundir import RunDir
-    from dt_eval.tasks.config import load_task
+    from dt_eval.tasks.config import run_task_config
     from dt_eval.tasks.data import item_from_record
     from dt_eval.types import Generation
 
@@ -146,8 +146,11 @@ def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     redone = []
     disagree: dict[str, list[str]] = defaultdict(list)
     latest = [s for s in read.samples.values() if not s.is_lm_eval]  # lm-eval tasks: scored by lm-eval, not by us
+    cfgs: dict[str, Any] = {}
     for s in latest:
-        cfg = load_task(s.task)
+        if s.task not in cfgs:
+            cfgs[s.task] = run_task_config(s.task, config)  # as the run recorded it
+        cfg = cfgs[s.task]
         item = item_from_record(cfg, s.meta or {}, s.index, None)
         gen = Generation(key=s.key, text=s.output or "", reasoning=s.reasoning, finish_reason=s.finish_reason,
                          error=s.error)
