@@ -1,3 +1,60 @@
-"""dt-eval: evaluation harness for audio reasoning language models."""
+"""dt-eval: evaluation harness for audio reasoning language models.
+
+Official-faithful MMAU / MMAR / MMSU scores, thinking-aware inference, resumable runs, and
+reasoning-quality scores, from the `dt-eval` command or from Python:
+
+    import dt_eval
+
+    res = dt_eval.evaluate("mmau", "Qwen/Qwen2-Audio-7B-Instruct", base_urls="http://127.0.0.1:8000/v1",
+                           data_dirs={"mmau": "/data/MMAU"}, output="runs/qwen2-audio")
+    res.tasks["mmau"].accuracy           # percent; .official_raw, .breakdowns, .errors, .unparsed ...
+    res.samples                          # typed SampleRecords
+
+    dt_eval.load_run("runs/qwen2-audio")                  # recomputed from samples.jsonl
+    dt_eval.score_file("mmau", "predictions.json")        # as the official script scores it
+    dt_eval.rescore("runs/qwen2-audio", cot="format")     # reasoning scores, no re-inference
+
+`await dt_eval.evaluate_async(...)` takes the same arguments; `evaluate` also works inside a
+running event loop (a notebook cell). Errors dt-eval raises for bad input derive from
+`DtEvalError` (bad arguments: `UsageError`).
+
+Attributes load on first use, so `import dt_eval` stays cheap.
+"""
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "evaluate": "dt_eval.api",
+    "evaluate_async": "dt_eval.api",
+    "load_run": "dt_eval.api",
+    "score_file": "dt_eval.api",
+    "rescore": "dt_eval.api",
+    "rescore_async": "dt_eval.api",
+    "RunResults": "dt_eval.records",
+    "TaskResults": "dt_eval.records",
+    "RepeatResults": "dt_eval.records",
+    "SampleRecord": "dt_eval.records",
+    "ExtractedAnswer": "dt_eval.records",
+    "RunConfig": "dt_eval.records",
+    "ScoreReport": "dt_eval.scoring.submission",
+    "DtEvalError": "dt_eval.errors",
+    "UsageError": "dt_eval.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dt_eval' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

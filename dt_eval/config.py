@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dt_eval.backends.base import SamplingConfig
 from dt_eval.tasks.prompts import GENERIC_THINK_INSTRUCTION, PromptSettings
+from dt_eval.types import SamplingConfig
 
 
 @dataclass

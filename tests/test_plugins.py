@@ -154,6 +154,27 @@ def test_registered_backend_runs_end_to_end(tmp_path, echo_backend):
     assert "Total Accuracy: 50.00% over 6 samples" in res.stdout
 
 
+def test_registered_backend_from_the_python_api_gets_its_options(tmp_path, echo_backend):
+    """dt_eval.evaluate chooses a plugin backend by name like `dt-eval run`; backend_options reach
+    its factory as BackendSettings.options; the typed config keeps the name and the task config."""
+    import dt_eval
+
+    bench = make_fake_benchmark(tmp_path / "bench", "mmau", 4, seed=1)
+    res = dt_eval.evaluate("mmau", "echo-model", backend=echo_backend, data_dirs=bench, output=tmp_path / "run",
+                           progress=False, backend_options={"reply": "(B) falling"})
+    assert [s.reasoning_text for s in res.samples] == ["I hear 1 clip(s)."] * 4
+    # "(B) falling" is right for the falling sweeps (odd items) only
+    assert [s.correct for s in sorted(res.samples, key=lambda s: s.index)] == [False, True] * 2
+    assert res.tasks["mmau"].accuracy == 50.0
+    assert res.config.backend_name == echo_backend and res.config.backend["reply"] == "(B) falling"
+    assert res.config.tasks["mmau"].task_config["scorer"] == "mcq_official"
+    loaded = dt_eval.load_run(tmp_path / "run")  # read back from config.json
+    assert loaded.config.tasks["mmau"].task_config == res.config.tasks["mmau"].task_config
+    with pytest.raises(dt_eval.UsageError, match="backend_options must be a mapping"):
+        dt_eval.evaluate("mmau", "echo-model", backend=echo_backend, data_dirs=bench, output=tmp_path / "r2",
+                         backend_options="reply=x")
+
+
 def test_unknown_backend_is_a_usage_error_naming_the_known_ones(tmp_path):
     res = CliRunner().invoke(app, run_args("mmau", "nope", tmp_path, tmp_path / "run"))
     assert res.exit_code == 2 and "unknown backend 'nope'; known: hf, openai, vllm" in res.stderr

@@ -239,6 +239,35 @@ def test_resume_continues_exactly(fmt_model, data, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_eval_every_n_steps_puts_dt_eval_accuracy_in_the_training_log(fmt_model, data, tmp_path):
+    """eval.every_steps: the checkpoint of that step goes through dt_eval.evaluate (hf backend, in
+    process) on a held-out dt-eval task; the step's metrics line carries its accuracy."""
+    import dt_eval
+    from dt_eval.testing.synth_audio import make_fake_benchmark
+
+    bench = make_fake_benchmark(tmp_path / "mmau", "mmau", 4, seed=2)
+    cfg = base_cfg(fmt_model, data, tmp_path / "t", reward={"components": ["acc", "fmt"]},
+                   rollout={"group_size": 2}, optim={"steps": 2, "micro_batch_size": 2},
+                   checkpoint={"every": 5, "keep_last": 5}, log={"samples_every": 0},
+                   eval={"every_steps": 1, "task": "mmau", "data_dir": str(bench), "batch_size": 4,
+                         "max_tokens": 24})
+    run_trainer(cfg)
+    lines = metrics(tmp_path / "t")
+    assert [m["step"] for m in lines] == [1, 2]
+    for m in lines:
+        run_dir = Path(m["eval/mmau/run_dir"])
+        assert run_dir == tmp_path / "t" / "eval" / f"step-{m['step']:06d}"
+        res = dt_eval.load_run(run_dir)  # the number in the log is the run directory's own
+        assert m["eval/mmau/accuracy"] == res.tasks["mmau"].accuracy and m["eval/mmau/items"] == 4
+        assert m["eval/mmau/errors"] == 0 and "eval/mmau/error" not in m
+        assert res.config.model == str(tmp_path / "t" / "checkpoints" / f"step-{m['step']:06d}")
+        assert res.config.backend_name == "hf" and all(s.completion_tokens > 0 for s in res.samples)
+        # dt-eval's own prompt for the task, not the training prompt
+        assert res.samples[0].prompt["user"].startswith("<audio>") and "Options:\n(A)" in res.samples[0].prompt["user"]
+    # a step evaluated between checkpoints was saved for it (every=5 would save only the last step)
+    assert (tmp_path / "t" / "checkpoints" / "step-000001").is_dir()
+
+
 def test_lora_trains_adapters_and_saves_a_merged_checkpoint(fmt_model, data, tmp_path):
     pytest.importorskip("peft")
     from transformers import Qwen2AudioForConditionalGeneration

@@ -110,6 +110,43 @@ def test_prompt_matches_dt_eval_task_prompts():
     assert msgs[1]["content"][0] == {"type": "audio", "audio_url": "/a.wav"}
 
 
+def test_the_recipe_prompt_is_rendered_by_dt_eval_task_code(monkeypatch):
+    from dt_eval.tasks.config import load_task
+    from dt_eval.tasks.prompts import task_text
+    from dt_eval.types import Item
+    from trained_recipe.config import PromptConfig
+
+    it = McqItem(id="x", audio="/a.wav", question="What is it?", choices=["dog", "cat"], answer="dog")
+    # the task's own template: MMSU's official prompt puts the instruction first and letters the options
+    assert user_text(it, PromptConfig(task="mmsu", labels="ABCD", instruction="INSTR")) == \
+        "INSTR\n\nQuestion: What is it?\n\nA. dog\nB. cat"
+    # exactly the text dt-eval's run builds for this item, with the recipe's instruction
+    mmar = load_task("mmar")
+    mmar = mmar.model_copy(update={"prompt": mmar.prompt.model_copy(update={"instruction": "INSTR"})})
+    dt_item = Item(id="x", question="What is it?", choices=["dog", "cat"], answer="dog", audio=None, raw={})
+    assert user_text(it, PromptConfig(instruction="INSTR")) == task_text(mmar, dt_item)
+    # rendered by dt_eval.tasks.prompts, not by a copy of it
+    import dt_eval.tasks.prompts as prompts
+
+    monkeypatch.setattr(prompts, "task_text", lambda cfg, item: f"[{cfg.name}] {item.question}")
+    assert user_text(it, PromptConfig(task="mmau")) == "[mmau] What is it?"
+    # a config's prompt task is its R_acc task unless given
+    base = {"model": "m", "data": {"train": "t.jsonl"}, "prompt": {"labels": "ABCD"}}
+    assert load_config(None, {**base, "reward": {"task": "mmsu"}}).prompt.task == "mmsu"
+    with pytest.raises(ValueError, match="prompt task"):
+        load_config(None, {**base, "prompt": {"task": "no-such-task"}})
+
+
+def test_eval_settings_are_checked_when_the_config_loads():
+    base = {"model": "m", "data": {"train": "t.jsonl"}}
+    c = load_config(None, {**base, "eval": {"every_steps": 5, "task": "mmau", "limit": 50}})
+    assert (c.eval.every_steps, c.eval.task, c.eval.limit) == (5, "mmau", 50)
+    with pytest.raises(ValueError, match="hidden answers"):
+        load_config(None, {**base, "eval": {"every_steps": 5, "task": "mmau-test"}})
+    with pytest.raises(ValueError, match="eval.task"):
+        load_config(None, {**base, "eval": {"every_steps": 5, "task": "no-such-task"}})
+
+
 # -- advantages -----------------------------------------------------------------------------------
 
 

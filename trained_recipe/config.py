@@ -44,9 +44,14 @@ class DataConfig(_Strict):
 
 
 class PromptConfig(_Strict):
-    system: str | None = None  # None: the chat template's default system prompt
-    template: str = "{question}\n\nOptions:\n{options}\n\n{instruction}"  # dt-eval's MMAU/MMAR prompt
-    option_format: str = "({label}) {text}"
+    """The training prompt is rendered by dt-eval's own task code (dt_eval.tasks.prompts): the
+    question and options in `task`'s template, with the recipe's instruction (which names the
+    reasoning tag the format reward wants) in place of the task's."""
+
+    task: str | None = None  # dt-eval task whose prompt renders the items; None: reward.task (else mmar)
+    system: str | None = None  # None: the task's system prompt, else the chat template's default
+    template: str | None = None  # None: the task's template ("{question}\n\nOptions:\n{options}\n\n{instruction}")
+    option_format: str | None = None  # None: the task's ("({label}) {text}")
     labels: str = "ABCDEFGHIJ"
     instruction: str = DEFAULT_INSTRUCTION
     audio_first: bool = True  # audio part before the text part
@@ -185,6 +190,21 @@ class HardCaseConfig(_Strict):
         return v
 
 
+class EvalConfig(_Strict):
+    """Evaluate the policy during training: every N steps the current checkpoint goes through
+    `dt_eval.evaluate(..., backend="hf")` on a held-out dt-eval task; the accuracy (and the
+    eval's errors, unparsed answers, run directory) lands in metrics.jsonl at that step."""
+
+    every_steps: int = Field(0, ge=0)  # 0: never
+    task: str = "mmar"  # a dt-eval task with answers (mmar, mmau, mmsu, or a task YAML path)
+    data_dir: str | None = None  # the benchmark's directory (default: the task's env var, else the hub)
+    limit: int | None = Field(None, ge=1)  # only the first N items
+    batch_size: int = Field(8, ge=1)
+    max_tokens: int | None = Field(None, ge=1)  # default: rollout.max_completion_length
+    thinking: Literal["on", "off"] = "on"
+    output_dir: str | None = None  # default: OUTPUT_DIR/eval (one run directory per step)
+
+
 class LogConfig(_Strict):
     progress: bool = True
     samples_every: int = 10  # write a few completions to samples.jsonl every N steps (0: never)
@@ -205,6 +225,7 @@ class RecipeConfig(_Strict):
     model_opts: ModelConfig = Field(default_factory=ModelConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     hard_cases: HardCaseConfig = Field(default_factory=HardCaseConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")
@@ -221,6 +242,20 @@ class RecipeConfig(_Strict):
         from .rewards import acc_task
 
         acc_task(self.reward.task, self.prompt.labels)  # an unknown task or unusable labels fail here
+        if self.prompt.task is None:  # the prompt of the task whose scorer decides R_acc
+            self.prompt.task = self.reward.task
+        from .data import prompt_task
+
+        prompt_task(self.prompt)  # an unknown prompt task fails here, not at the first step
+        if self.eval.every_steps:
+            from dt_eval.tasks.config import UnknownTaskError, load_task
+
+            try:
+                task = load_task(self.eval.task)
+            except UnknownTaskError as e:
+                raise ValueError(f"eval.task: {e}") from None
+            if not task.answers_available:
+                raise ValueError(f"eval.task {self.eval.task!r} has hidden answers; evaluate on a scored task")
         return self
 
     # -- derived -------------------------------------------------------------------------------
@@ -263,7 +298,7 @@ class RecipeConfig(_Strict):
 # -- loading -----------------------------------------------------------------------------------
 
 _PATH_KEYS = (("model",), ("ref_model",), ("data", "train"), ("data", "references"), ("data", "audio_root"),
-              ("hard_cases", "list"), ("checkpoint", "resume"))
+              ("hard_cases", "list"), ("checkpoint", "resume"), ("eval", "data_dir"))
 
 
 def _set_in(d: dict[str, Any], dotted: str, value: Any) -> None:

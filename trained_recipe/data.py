@@ -23,12 +23,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dt_eval.tasks.prompts import PromptError, format_options
+from dt_eval.tasks.prompts import PromptError
+from dt_eval.tasks.prompts import render_options as render_task_options
 
 from .config import PromptConfig
+
+if TYPE_CHECKING:
+    from dt_eval.tasks.config import TaskConfig
 
 _AUDIO_KEYS = ("audio", "audio_path", "audio_id", "wav", "path")
 _CHOICE_KEYS = ("choices", "options")
@@ -153,26 +158,59 @@ def load_items(path: str | Path, audio_root: str | Path | None = None, reference
     return items
 
 
-def render_options(choices: list[str], cfg: PromptConfig) -> str:
+@lru_cache(maxsize=None)
+def _prompt_task(task: str, template: str | None, option_format: str | None, labels: str,
+                 instruction: str) -> TaskConfig:
+    from dt_eval.tasks.config import UnknownTaskError, load_task
+
     try:
-        return format_options(choices, cfg.labels, cfg.option_format)  # as dt-eval's task prompts
+        cfg = load_task(task)
+    except UnknownTaskError as e:
+        raise ValueError(f"prompt task: {e}") from None
+    given = {"template": template, "option_format": option_format, "labels": labels, "instruction": instruction}
+    return cfg.model_copy(update={"prompt": cfg.prompt.model_copy(update={k: v for k, v in given.items() if v is not None})})
+
+
+def prompt_task(cfg: PromptConfig) -> TaskConfig:
+    """The dt-eval task config that renders the training prompt: `cfg.task`'s (default mmar), with
+    the recipe's labels and instruction (and template / option format where the recipe sets them)."""
+    return _prompt_task(cfg.task or "mmar", cfg.template, cfg.option_format, cfg.labels, cfg.instruction)
+
+
+def render_options(choices: list[str], cfg: PromptConfig) -> str:
+    """The options as the training prompt shows them (the prompt task's option format, the recipe's labels)."""
+    try:
+        return render_task_options(prompt_task(cfg), choices)
     except PromptError:
         raise DataError(f"{len(choices)} options but only {len(cfg.labels)} labels") from None
 
 
 def user_text(item: McqItem, cfg: PromptConfig) -> str:
-    return cfg.template.format(question=item.question, options=render_options(item.choices, cfg),
-                               instruction=cfg.instruction).strip()
+    """The user turn's text, rendered by dt-eval's task code (dt_eval.tasks.prompts.task_text)."""
+    from dt_eval.tasks.prompts import task_text
+    from dt_eval.types import Item
+
+    dt_item = Item(id=item.id, question=item.question, choices=list(item.choices), answer=item.answer, audio=None,
+                   raw=dict(item.meta))
+    try:
+        return task_text(prompt_task(cfg), dt_item).strip()
+    except PromptError as e:
+        raise DataError(f"{item.id}: {e}") from None
 
 
 def build_messages(item: McqItem, cfg: PromptConfig) -> list[dict[str, Any]]:
-    """Chat messages with one audio part (the processor's chat template places the audio tokens)."""
-    text = {"type": "text", "text": user_text(item, cfg)}
-    audio = {"type": "audio", "audio_url": item.audio}
-    msgs: list[dict[str, Any]] = []
-    if cfg.system is not None:
-        msgs.append({"role": "system", "content": cfg.system})
-    msgs.append({"role": "user", "content": [audio, text] if cfg.audio_first else [text, audio]})
+    """Chat messages with one audio part (the processor's chat template places the audio tokens):
+    dt-eval's message layout (dt_eval.tasks.prompts.compose_messages), the audio part carrying the
+    clip's path, in front of the text unless `audio_first` is off."""
+    from dt_eval.tasks.prompts import PromptSettings, compose_messages
+
+    # native_thinking: the instruction is already in the text; compose adds no second one
+    settings = PromptSettings(thinking="on", system_prompt=cfg.system, native_thinking=True)
+    msgs, _ = compose_messages(user_text(item, cfg), settings, task_system=prompt_task(cfg).prompt.system)
+    user = msgs[-1]
+    audio = [dict(p, audio_url=item.audio) for p in user["content"] if p["type"] == "audio"]
+    text = [p for p in user["content"] if p["type"] != "audio"]
+    user["content"] = audio + text if cfg.audio_first else text + audio
     return msgs
 
 

@@ -10,7 +10,9 @@ One optimizer step:
   4. reference log-probs (no grad), then micro-batched policy forward/backward -- every one of these
      forward passes gets the audio tensors, and the step fails if the audio encoder did not run in
      the gradient-producing forward; `num_iterations` > 1 reuses the rollout with PPO clipping;
-  5. log one JSONL line; checkpoint every `checkpoint.every` steps.
+  5. log one JSONL line; checkpoint every `checkpoint.every` steps; with `eval.every_steps` N,
+     every N steps the current checkpoint is evaluated in process by `dt_eval.evaluate` on a
+     held-out dt-eval task and its accuracy joins that step's line (`eval/<task>/accuracy`).
 """
 
 from __future__ import annotations
@@ -415,15 +417,19 @@ class Trainer:
         try:
             while self.step < total:
                 m = self.dist.merge_metrics(self.train_step(), self.policy.trainable_parameters())
-                self._log(m)
                 self.last_metrics = m
+                saved = None
+                if cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0:
+                    saved = self.save_checkpoint()
+                    m |= self.evaluate_checkpoint(saved)
+                self._log(m)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{m['reward/total/mean']:.3f}",
                                     acc=f"{m.get('reward/acc/mean', float('nan')):.2f}",
                                     kl=f"{m['kl']:.4f}" if m.get("kl") is not None else "-",
                                     jfail=m["judge/failures"])
-                if self.step % cfg.checkpoint.every == 0 or self.step == total:
+                if (self.step % cfg.checkpoint.every == 0 or self.step == total) and saved is None:
                     self.save_checkpoint()
         except JudgeFailureRateExceeded:
             last = find_latest_checkpoint(self.out)
@@ -449,6 +455,42 @@ class Trainer:
     def close(self) -> None:
         if self._reward is not None:
             self._reward.close()
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate_checkpoint(self, ckpt: Path) -> dict[str, Any]:
+        """`dt_eval.evaluate` on a saved checkpoint (hf backend, in this process, on the policy's
+        device): the same run, prompt and official scorer as `dt-eval run`, one run directory per
+        step (OUTPUT_DIR/eval/step-N, resumable). Returns the metrics for this step's log line. A
+        failing evaluation is logged (eval/<task>/error), never the end of the training run."""
+        from dt_eval.tasks.config import load_task
+
+        ev = self.cfg.eval
+        key = f"eval/{load_task(ev.task).name}"
+        out: dict[str, Any] = {}
+        if self.dist.is_main:
+            import dt_eval
+
+            run_dir = Path(ev.output_dir or self.out / "eval") / ckpt.name
+            notes: list[str] = []
+            t0 = _now()
+            try:
+                res = dt_eval.evaluate(
+                    ev.task, str(ckpt), backend="hf", data_dirs=ev.data_dir, limit=ev.limit, output=run_dir,
+                    batch_size=ev.batch_size, device=str(self.policy.device), thinking=ev.thinking,
+                    gen_kwargs={"max_tokens": ev.max_tokens or self.cfg.rollout.max_completion_length},
+                    progress=False, on_event=notes.append)
+            except dt_eval.DtEvalError as e:
+                out[f"{key}/error"] = str(e)
+                print(f"dt-recipe: evaluation at step {self.step} failed: {e}", flush=True)
+            else:
+                t = res.tasks[next(iter(res.tasks))]
+                out |= {f"{key}/accuracy": t.accuracy, f"{key}/official_raw": t.official_raw,
+                        f"{key}/errors": t.errors, f"{key}/unparsed": t.unparsed, f"{key}/items": t.items,
+                        f"{key}/run_dir": str(run_dir)}
+            out[f"{key}/time_s"] = _now() - t0
+        self.dist.barrier()  # the other processes wait for the evaluation
+        return out
 
     # -- logging -------------------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ def _prompt_settings(responses: RunData | None, tasks: list[str], model: str, pr
     from dt_eval.config import options_from_preset
     from dt_eval.tasks.prompts import PromptSettings
 
-    ident = (responses.config.get("identity") or {}) if responses else {}
+    ident = responses.config.identity if responses else {}
     if ident.get("prompt"):
         known = set(PromptSettings.__dataclass_fields__)
         return PromptSettings(**{k: v for k, v in ident["prompt"].items() if k in known}), ident.get("audio_window_s")
@@ -185,10 +185,10 @@ def collect_items(tasks: list[str], data_dirs: dict[str, str], limit: int | None
                 if rec is None:
                     skipped["no response in the run"] = skipped.get("no response in the run", 0) + 1
                     continue
-                if rec.get("error"):
+                if rec.error:
                     skipped["response is an error record"] = skipped.get("response is an error record", 0) + 1
                     continue
-                reasoning, answer = split_response(rec.get("output"), rec.get("reasoning"))
+                reasoning, answer = split_response(rec.output, rec.reasoning)
             try:
                 messages, kwargs = build_messages(cfg, it, settings)
             except PromptError:

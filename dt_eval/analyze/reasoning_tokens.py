@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval.analyze.runs import AnalyzeError, RunData, load_run
+from dt_eval.records import SampleRecord
 
 FORMAT = "dt-eval-tokens/1"
 DIGITS = 4
@@ -118,7 +119,7 @@ class ReasoningLogprobs:
     entropy: list[float]
 
 
-def read_logprobs(rec: dict[str, Any]) -> ReasoningLogprobs | None:
+def read_logprobs(rec: SampleRecord | dict[str, Any]) -> ReasoningLogprobs | None:
     """The reasoning part of a record's `logprobs` field; None when absent or unusable."""
     lp = rec.get("logprobs")
     if not isinstance(lp, dict) or not isinstance(lp.get("tokens"), list):
@@ -158,7 +159,7 @@ def jsd_bits(a: Counter, b: Counter) -> float:
     return max(0.0, min(1.0, total))
 
 
-def _reasoning_text(rec: dict[str, Any]) -> str:
+def _reasoning_text(rec: SampleRecord | dict[str, Any]) -> str:
     if "reasoning_text" in rec:
         return rec.get("reasoning_text") or ""
     from dt_eval.pipeline.extract import split_reasoning
@@ -179,7 +180,7 @@ class Checkpoint:
 
 
 def _model_of(run: RunData) -> str | None:
-    return (run.config.get("identity") or {}).get("model")
+    return run.config.model
 
 
 def _recipe_meta(model: str | None) -> dict[str, Any] | None:
@@ -300,7 +301,7 @@ def tokens(runs: Sequence[str | Path], steps: Sequence[int] | None = None, *, ou
         raise AnalyzeError("threshold must be in (0, 1] and tolerance >= 0")
     loaded = [load_run(r) for r in runs]
     step_list, step_source = resolve_steps(loaded, steps)
-    ok = [{k for k, rec in r.samples.items() if not rec.get("error")} for r in loaded]
+    ok = [{k for k, rec in r.samples.items() if not rec.error} for r in loaded]
     keys = sorted(set.intersection(*ok))
     if not keys:
         raise AnalyzeError("no item has an error-free sample in every run: are these runs of the same items?")

@@ -8,67 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
+# The request/generation value types live in dt_eval/types.py; imported here for the backends.
+from dt_eval.types import AudioInput, Generation, GenerationRequest, SamplingConfig
 
-
-@dataclass
-class SamplingConfig:
-    """Generation settings. `max_tokens` is sized for thinking models (thousands, not 128)."""
-
-    max_tokens: int = 4096
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
-    stop: list[str] | None = None
-    # Extra fields passed through to the server / engine as they are (e.g. min_p).
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class AudioInput:
-    """Decoded mono float32 audio at the model's sampling rate."""
-
-    array: np.ndarray
-    sampling_rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.array) / self.sampling_rate
-
-
-@dataclass
-class GenerationRequest:
-    key: str  # unique per (task, item, repeat): the run directory's resume key
-    messages: list[dict[str, Any]]  # chat messages; audio parts are {"type": "audio"} placeholders
-    audio: list[AudioInput]  # one entry per audio placeholder, in order
-    sampling: SamplingConfig
-    # Chat-template switches such as {"enable_thinking": True} (Qwen3 family).
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Generation:
-    key: str
-    text: str = ""  # the answer content (without reasoning when the server split it)
-    reasoning: str | None = None  # reasoning returned separately (vLLM reasoning parsers)
-    finish_reason: str | None = None  # "stop", "length" (cut off), ...
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_s: float | None = None
-    error: str | None = None  # set when the request failed after retries
-    backend_info: dict[str, Any] = field(default_factory=dict)  # e.g. which server answered
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+__all__ = ["AudioInput", "Backend", "Generation", "GenerationRequest", "LocalBatchedBackend", "SamplingConfig"]
 
 
 class Backend(Protocol):

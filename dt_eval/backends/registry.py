@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dt_eval.backends.base import Backend
+from dt_eval.errors import UsageError
 from dt_eval.util.registry import Registry, UnknownNameError
 
 ENTRY_POINT_GROUP = "dt_eval.backends"
@@ -58,8 +59,8 @@ _REGISTRY: Registry[BackendFactory] = Registry("backend", ENTRY_POINT_GROUP, {
 BUILTIN_BACKENDS = ("hf", "openai", "vllm")
 
 
-class UnknownBackendError(UnknownNameError):
-    pass
+class UnknownBackendError(UnknownNameError, UsageError):
+    """An unknown `--backend` / `backend=` name: a bad argument (UsageError) like any other."""
 
 
 def register_backend(name: str, factory: BackendFactory, *, replace: bool = False) -> BackendFactory:

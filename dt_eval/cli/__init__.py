@@ -3,14 +3,23 @@ inside the commands that need them, so `dt-eval --help` and `dt-eval score` star
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from dt_eval import __version__
+from dt_eval.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SAMPLE_ERRORS,
+    EXIT_USAGE,
+    DtEvalError,
+    exit_code,
+)
 from dt_eval.reasoning.registry import cot_help
 
 app = typer.Typer(
@@ -27,10 +36,9 @@ app = typer.Typer(
 )
 
 
-# Exit codes of `dt-eval run` (README, "Exit codes"); 0: every sample got an answer.
-EXIT_SAMPLE_ERRORS = 1  # the run finished, but some samples failed (error records; --retry-errors)
-EXIT_USAGE = 2  # bad options, data or run directory: the run could not start or continue
-EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; finished samples are saved
+# Exit codes (README, "Exit codes"; defined in dt_eval/errors.py): 0 clean, EXIT_SAMPLE_ERRORS (1)
+# some samples failed, EXIT_USAGE (2) bad options, data or run directory, EXIT_INTERRUPTED (130).
+__all__ = ["EXIT_INTERRUPTED", "EXIT_SAMPLE_ERRORS", "EXIT_USAGE", "app", "main"]
 
 
 def fail(msg: str, code: int = EXIT_USAGE) -> None:
@@ -38,6 +46,20 @@ def fail(msg: str, code: int = EXIT_USAGE) -> None:
 
     typer.echo(f"error: {redact_text(msg)}", err=True)
     raise typer.Exit(code)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose DtEvalError (bad options, data, run directory) ends as "error: MESSAGE" and
+    its exit code (dt_eval.errors.exit_code), not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DtEvalError as e:
+            fail(str(e), exit_code(e))
+
+    return run
 
 
 def version_callback(value: bool) -> None:
@@ -141,6 +163,7 @@ def backends_cmd() -> None:
 
 
 @app.command("score")
+@reports_errors
 def score_cmd(
     task: Annotated[str, typer.Option("--task", "-t", help="Task name (see `dt-eval tasks`) or a task YAML path.")],
     predictions: Annotated[
@@ -175,22 +198,11 @@ def score_cmd(
     tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP)] = None,
 ) -> None:
     """Score a prediction file exactly like the benchmark's official script."""
-    from dt_eval.scoring.submission import (
-        SubmissionError,
-        read_prediction_file,
-        score_records,
-    )
-    from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, load_task
+    from dt_eval.api import score_file
     from dt_eval.util.hashing import sha256_file
 
     _use_tasks_dirs(tasks_dir)
-    try:
-        cfg = load_task(task)
-        records = read_prediction_file(predictions, reader=cfg.submission_reader)
-        report = score_records(cfg, records, extract_answers=extract, strict=strict)
-    except (UnknownTaskError, TaskConfigError, SubmissionError) as e:
-        fail(str(e))
-        return
+    report = score_file(task, predictions, extract=extract, strict=strict)
     for line in report.stdout_lines():
         typer.echo(line)
     for line in report.dt_eval_lines():
@@ -212,6 +224,7 @@ def _split_csv(values: list[str] | None) -> list[str]:
 
 
 @app.command("run")
+@reports_errors
 def run_cmd(
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated tasks, e.g. mmau,mmar,mmsu.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id or local path (for openai: the served model name).")],
@@ -253,115 +266,46 @@ def run_cmd(
     1 finished, but some samples failed (error records, counted as wrong; --retry-errors redoes them);
     2 bad options, data or run directory (nothing more was run);
     130 interrupted (finished samples are saved; rerun the same command to resume)."""
-    import asyncio
-
-    from dt_eval.backends import BackendSettings, UnknownBackendError, backend_factory
-    from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_data_dirs, parse_gen_kwargs
-    from dt_eval.pipeline.runner import RunError, Runner
+    from dt_eval.api import plan_run, run_blocking, run_plan
+    from dt_eval.config import parse_data_dirs
     from dt_eval.reporting.tables import error_counts, print_results
-    from dt_eval.tasks.config import UnknownTaskError, load_task
-    from dt_eval.tasks.data import DataError
 
-    task_list = _split_csv([tasks])
-    from dt_eval.cli.reasoning import check_run_cot, run_cot_after
-
-    check_run_cot(cot, judge_url)
     _use_tasks_dirs(tasks_dir)
+    plan = plan_run(  # checks every option before anything starts (a DtEvalError: exit 2)
+        tasks, model, backend=backend, base_urls=base_url, data_dirs=parse_data_dirs(data_dir), limit=limit,
+        repeats=repeats, output=output, command=sys.argv, concurrency=concurrency, batch_size=batch_size,
+        gen_kwargs=gen_kwargs, thinking=thinking, preset=preset, system_prompt=system_prompt, seed=seed,
+        retry_errors=retry_errors, audio_window=audio_window, timeout=timeout, max_retries=max_retries,
+        device=device, dtype=dtype, progress=not no_progress, cot=cot, judge_url=judge_url,
+        judge_model=judge_model, embedder=embedder, lm_eval_include_path=lm_eval_include_path)
     try:
-        factory = backend_factory(backend)  # entry points are scanned only for a name not built in
-    except (UnknownBackendError, ImportError) as e:
-        fail(str(e))
-        return
-    if thinking not in ("on", "off"):
-        fail("--thinking must be on or off")
-    if repeats < 1 or concurrency < 1 or batch_size < 1:
-        fail("--repeats, --concurrency and --batch-size must be >= 1")
-    from dt_eval.integrations.lmeval import is_lm_eval_task
-
-    lm_tasks = [t for t in task_list if is_lm_eval_task(t)]
-    if lm_tasks:
-        from dt_eval.integrations.lmeval.textrun import (
-            LMEvalTaskError,
-            check_lm_eval_tasks,
-        )
-
-        try:
-            check_lm_eval_tasks(lm_tasks, lm_eval_include_path)
-        except LMEvalTaskError as e:
-            fail(str(e))
-        if repeats > 1:
-            typer.echo("note: --repeats applies to dt-eval's tasks; lm-eval tasks use their own `repeats` setting",
-                       err=True)
-    try:
-        for t in task_list:
-            if not is_lm_eval_task(t):
-                load_task(t)
-        opts = options_from_preset(
-            tasks=task_list, model=model, backend=backend, preset=preset, thinking=thinking,
-            system_prompt=system_prompt, audio_window=audio_window,
-        )
-        opts.sampling = apply_gen_kwargs(opts.sampling, parse_gen_kwargs(gen_kwargs))
-    except (UnknownTaskError, ValueError) as e:  # TaskConfigError is a ValueError
-        fail(str(e))
-        return
-    opts.output = output or Path("runs") / Path(model.rstrip("/")).name
-    opts.base_urls = _split_csv(base_url)
-    opts.limit, opts.repeats, opts.concurrency, opts.batch_size = limit, repeats, concurrency, batch_size
-    opts.data_dirs, opts.seed, opts.retry_errors = parse_data_dirs(data_dir), seed, retry_errors
-    opts.timeout_s, opts.max_retries, opts.device, opts.dtype = timeout, max_retries, device, dtype
-    opts.progress = not no_progress
-    opts.lm_eval_include_path = lm_eval_include_path
-    if repeats > 1 and opts.sampling.temperature == 0:
-        typer.echo("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...",
-                   err=True)
-    settings = BackendSettings(model=model, base_urls=opts.base_urls, concurrency=concurrency, batch_size=batch_size,
-                               timeout_s=timeout, max_retries=max_retries, device=device, dtype=dtype,
-                               preset=opts.preset)
-    try:
-        be = factory(settings)
-    except (ValueError, OSError, ImportError) as e:
-        fail(f"cannot start the {backend} backend: {e}")
-        return
-    try:
-        results = asyncio.run(Runner(opts, be).run())
-    except (RunError, DataError) as e:
-        fail(str(e))
-        return
-    except RuntimeError as e:
+        results = run_blocking(lambda: run_plan(plan))
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; finished samples are saved in {plan.opts.output}. Rerun the same command to "
+                   "resume.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except DtEvalError as e:
         from dt_eval.integrations.lmeval.textrun import LMEvalTaskError
 
-        if not isinstance(e, LMEvalTaskError):
-            raise
-        fail(f"{e}\nfinished generations are saved in {opts.output}; rerun the same command to resume.")
-        return
-    except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; finished samples are saved in {opts.output}. Rerun the same command to resume.",
-                   err=True)
-        raise typer.Exit(EXIT_INTERRUPTED)
-    results = run_cot_after(opts.output, results, cot, judge_url, judge_model, embedder)
-    print_results(results, run_dir=opts.output)
-    if error_counts(results):  # the run is saved but not clean: scripts must not take it as done
+        if isinstance(e, LMEvalTaskError):
+            fail(f"{e}\nfinished generations are saved in {plan.opts.output}; rerun the same command to resume.")
+        raise
+    print_results(results.to_json_dict(), run_dir=plan.opts.output)
+    if error_counts(results.to_json_dict()):  # the run is saved but not clean: scripts must not take it as done
         raise typer.Exit(EXIT_SAMPLE_ERRORS)
 
 
 @app.command("report")
+@reports_errors
 def report_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories; several are compared side by side.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the recomputed results as JSON.")] = False,
 ) -> None:
     """Print a run's tables again (recomputed from samples.jsonl), or compare runs."""
-    from dt_eval.reporting.tables import (
-        ReportError,
-        compare_runs,
-        load_run_results,
-        print_results,
-    )
+    from dt_eval.api import load_run
+    from dt_eval.reporting.tables import compare_runs, print_results
 
-    try:
-        loaded = [load_run_results(d) for d in run_dirs]
-    except ReportError as e:
-        fail(str(e))
-        return
+    loaded = [load_run(d).to_json_dict() for d in run_dirs]
     if as_json:
         typer.echo(json.dumps(loaded if len(loaded) > 1 else loaded[0], indent=2, ensure_ascii=False))
         return
@@ -372,6 +316,7 @@ def report_cmd(
 
 
 @app.command("export")
+@reports_errors
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `dt-eval run`.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Which task of the run to export.")],
@@ -382,14 +327,10 @@ def export_cmd(
     tasks_dir: Annotated[Optional[list[Path]], typer.Option("--tasks-dir", help=_TASKS_DIR_HELP + " Only for runs made before dt-eval recorded task configs in config.json.")] = None,
 ) -> None:
     """Write an official submission file from a run's per-sample records."""
-    from dt_eval.storage.export import ExportError, export_run
+    from dt_eval.storage.export import export_run
 
     _use_tasks_dirs(tasks_dir)
-    try:
-        n = export_run(run_dir, task, out, fmt=fmt, answers=answers, repeat=repeat)
-    except ExportError as e:
-        fail(str(e))
-        return
+    n = export_run(run_dir, task, out, fmt=fmt, answers=answers, repeat=repeat)
     typer.echo(f"wrote {n} records to {out}")
 
 
@@ -469,7 +410,7 @@ def serve_cmd(
 # Reasoning scorers (dt_eval/reasoning): the module imports torch/sentence-transformers only inside commands.
 from dt_eval.cli import reasoning as _cot_cli  # noqa: E402
 
-app.command("rescore")(_cot_cli.rescore_cmd)
+app.command("rescore")(reports_errors(_cot_cli.rescore_cmd))
 refs_app = typer.Typer(help="Reference reasoning chains for the hybrid reward.", no_args_is_help=True)
 refs_app.command("build")(_cot_cli.refs_build_cmd)
 app.add_typer(refs_app, name="refs")
@@ -526,6 +467,11 @@ def main() -> None:
         app()
     except BrokenPipeError:  # `dt-eval score ... | head`
         sys.stderr.close()
+    except DtEvalError as e:  # a command that does not report its own: still a message, not a traceback
+        from dt_eval.util.redact import redact_text
+
+        print(f"error: {redact_text(str(e))}", file=sys.stderr)
+        sys.exit(exit_code(e))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""CLI commands of the reasoning scorers: `dt-eval rescore` and `dt-eval refs build`, plus the
-hooks `dt-eval run --cot` uses. Registered in dt_eval/cli.py. Importing this module is cheap:
+"""CLI commands of the reasoning scorers: `dt-eval rescore` and `dt-eval refs build` (`dt-eval run
+--cot` goes through dt_eval.api). Registered in dt_eval/cli/__init__.py. Importing this module is cheap:
 torch and sentence-transformers load only inside the commands that need them."""
 
 from __future__ import annotations
@@ -121,24 +121,21 @@ def rescore_cmd(
     merges per-task aggregates into RUN_DIR/results.json. The judge API key comes from
     $DT_EVAL_JUDGE_API_KEY or $OPENAI_API_KEY (never from the command line or the records).
     """
-    from dt_eval.reasoning.rescore import RescoreError, rescore_run
+    from dt_eval.api import rescore
 
     try:
-        aggregates = rescore_run(
-            run_dir, cot, _csv(judge_url) or None, judge_model, embedder, weight=weight, references=(
+        aggregates = rescore(
+            run_dir, cot, judge_url=_csv(judge_url) or None, judge_model=judge_model, embedder=embedder,
+            weight=weight, references=(
                 str(references) if references else None), tasks=_csv([tasks]) if tasks else None,
             judge_concurrency=judge_concurrency, judge_timeout_s=judge_timeout, judge_max_retries=judge_max_retries,
             judge_parse_retries=judge_parse_retries, judge_max_tokens=judge_max_tokens,
             judge_temperature=judge_temperature, judge_seed=judge_seed, judge_extra_body=_extra_body(judge_extra_body),
             judge_cache=False if no_judge_cache else judge_cache, rubrics_attempts=rubrics_attempts,
             rubrics_cut_thinking=not rubrics_full_thinking)
-    except (RescoreError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # besides the DtEvalErrors (bad run, embedder, refs, templates)
         _fail(str(e))
         return
-    except Exception as e:  # noqa: BLE001 - e.g. an embedder that cannot load
-        if type(e).__name__ in ("EmbedderError", "RefsError", "TemplateError"):
-            _fail(str(e))
-        raise
     if as_json:
         typer.echo(json.dumps(aggregates, indent=2, ensure_ascii=False))
     else:
@@ -221,44 +218,6 @@ def refs_build_cmd(
         typer.echo(f"  failed {rid}: {err}", err=True)
     if report.failed:
         raise typer.Exit(1)
-
-
-# -- hooks for `dt-eval run --cot` ------------------------------------------------------------------
-
-
-def check_run_cot(cot: str | None, judge_url: list[str] | None) -> list[str]:
-    """Validate `dt-eval run --cot ...` before inference starts."""
-    if not cot:
-        return []
-    from dt_eval.reasoning.rescore import RescoreError, check_options
-
-    try:
-        return check_options(cot, _csv(judge_url) or None)
-    except RescoreError as e:
-        _fail(str(e))
-        return []
-
-
-def run_cot_after(run_dir: Path, results: dict[str, Any], cot: str | None, judge_url: list[str] | None,
-                  judge_model: str, embedder: str | None) -> dict[str, Any]:
-    """After `dt-eval run`: rescore the run and merge the aggregates into `results` for printing.
-    A scoring failure is reported but does not undo the (saved) inference."""
-    if not cot:
-        return results
-    from dt_eval.reasoning.rescore import RescoreError, rescore_run
-
-    try:
-        aggregates = rescore_run(run_dir, cot, _csv(judge_url) or None, judge_model, embedder)
-    except (RescoreError, ValueError, OSError) as e:
-        from dt_eval.util.redact import redact_text
-
-        typer.echo(f"error: reasoning scoring failed: {redact_text(str(e))}; inference results are saved. "
-                   f"Retry with: dt-eval rescore {run_dir} --cot {cot}", err=True)
-        return results
-    for task, agg in aggregates.items():
-        if task in results.get("tasks", {}):
-            results["tasks"][task]["cot"] = agg
-    return results
 
 
 if __name__ == "__main__":  # pragma: no cover

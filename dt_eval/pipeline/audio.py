@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from dt_eval.backends.base import AudioInput
-from dt_eval.types import AudioRef
+from dt_eval.errors import DtEvalError
+from dt_eval.types import AudioInput, AudioRef
 
 # With no window, clips longer than this get a warning: the longest window any known family
 # takes (Qwen2.5-Omni / Qwen3-Omni: 300 s). 10 minutes of 16 kHz audio is a 25.6 MB request.
@@ -30,7 +30,7 @@ TRUNCATED_WAV = "truncated-wav"
 LONG_NO_WINDOW = "long-no-window"
 
 
-class AudioError(ValueError):
+class AudioError(DtEvalError, ValueError):
     """A clip that cannot be used: missing, empty, corrupt or unreadable."""
 
 

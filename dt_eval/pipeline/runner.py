@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval import __version__
-from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.backends.base import Backend
 from dt_eval.config import RunOptions
+from dt_eval.errors import DtEvalError
 from dt_eval.pipeline.audio import AudioError, load_audio
-from dt_eval.pipeline.records import make_sample_record
-from dt_eval.scoring.aggregate import compute_results
+from dt_eval.pipeline.records import sample_record
+from dt_eval.records import RunConfig, RunResults, SampleRecord, TaskInfo
+from dt_eval.scoring.aggregate import compute_run_results
 from dt_eval.storage.rundir import (
     RunDir,
     RunDirError,
@@ -41,11 +43,11 @@ from dt_eval.tasks.prompts import (
     PromptError,
     build_messages,
 )
-from dt_eval.types import Item
+from dt_eval.types import Generation, GenerationRequest, Item, SamplingConfig
 from dt_eval.util.redact import redact_argv
 
 
-class RunError(RuntimeError):
+class RunError(DtEvalError, RuntimeError):
     pass
 
 
@@ -69,9 +71,11 @@ def _sample_key(task: str, item_id: str, repeat: int) -> str:
 
 
 class Runner:
-    def __init__(self, opts: RunOptions, backend: Backend, on_event: Callable[[str], None] | None = None):
+    def __init__(self, opts: RunOptions, backend: Backend, on_event: Callable[[str], None] | None = None,
+                 command: list[str] | None = None):
         self.opts = opts
         self.backend = backend
+        self.command = command  # what config.json records as the command (default: this process's argv)
         self.say = on_event or (lambda msg: print(msg, file=sys.stderr))
         self.rundir = RunDir(opts.output)
         self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
@@ -80,30 +84,30 @@ class Runner:
         self._record_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dt-eval-record")
 
     # ------------------------------------------------------------ config and resume
-    def _config(self, loaded: dict[str, LoadedTask], previous: dict[str, Any] | None) -> dict[str, Any]:
-        tasks = dict(previous.get("tasks", {})) if previous else {}
+    def _config(self, loaded: dict[str, LoadedTask], previous: RunConfig | None) -> RunConfig:
+        tasks = dict(previous.tasks) if previous else {}
         for name, lt in loaded.items():
             # the task config as loaded: report, export and leaderboard read it, not the YAML
-            tasks[name] = lt.to_json() | {"limit": self.opts.limit, "repeats": self.opts.repeats,
-                                          "task_config": task_config_record(lt.config)}
+            tasks[name] = TaskInfo(**lt.to_json(), limit=self.opts.limit, repeats=self.opts.repeats,
+                                   task_config=task_config_record(lt.config))
         described = dict(self.backend.describe())
         described.setdefault("name", self.opts.backend)  # a plugin's describe() may leave it out
-        return {
-            "dt_eval_version": __version__,
-            "git_hash": git_hash(),
-            "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "identity": self.opts.identity(),
-            "backend": described,
-            "preset": self.opts.preset,
-            "concurrency": self.opts.concurrency,
-            "tasks": tasks,
-            "command": redact_argv(sys.argv),  # no --base-url user:password, no --api-key value
-            "python": platform.python_version(),
-        }
+        return RunConfig(
+            dt_eval_version=__version__,
+            git_hash=git_hash(),
+            created=previous.created if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            identity=self.opts.identity(),
+            backend=described,
+            preset=self.opts.preset,
+            concurrency=self.opts.concurrency,
+            tasks=tasks,
+            command=redact_argv(self.command or sys.argv),  # no --base-url user:password, no --api-key value
+            python=platform.python_version(),
+        )
 
-    def _check_resume(self, previous: dict[str, Any], loaded: dict[str, LoadedTask]) -> None:
-        before, now = previous.get("identity", {}), self.opts.identity()
+    def _check_resume(self, previous: RunConfig, loaded: dict[str, LoadedTask]) -> None:
+        before, now = previous.identity, self.opts.identity()
         diff = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
         if diff:
             raise RunError(
@@ -111,13 +115,13 @@ class Runner:
                 "use another --output, or rerun with the original settings to resume"
             )
         for name, lt in loaded.items():
-            old = previous.get("tasks", {}).get(name)
-            if old and old.get("sha256") != lt.sha256:
+            old = previous.tasks.get(name)
+            if old and old.sha256 != lt.sha256:
                 raise RunError(
-                    f"{name}: the data changed since this run started (metadata sha256 {old['sha256'][:12]}… -> "
+                    f"{name}: the data changed since this run started (metadata sha256 {(old.sha256 or '')[:12]}… -> "
                     f"{lt.sha256[:12]}…); numbers on different files are not comparable: use another --output"
                 )
-            before_cfg = (old or {}).get("task_config")
+            before_cfg = old.task_config if old else None
             if isinstance(before_cfg, dict):
                 now_cfg = task_config_record(lt.config)
                 changed = [k for k in _ASKED_AND_SCORED if before_cfg.get(k) != now_cfg.get(k)]
@@ -129,6 +133,11 @@ class Runner:
 
     # ------------------------------------------------------------ main entry
     async def run(self) -> dict[str, Any]:
+        """Run (or resume) and return results.json's content."""
+        return (await self.execute()).to_json_dict()
+
+    async def execute(self) -> RunResults:
+        """Run (or resume); the typed results, with the run's config and sample records."""
         from dt_eval.integrations.lmeval import is_lm_eval_task
 
         opts = self.opts
@@ -153,7 +162,10 @@ class Runner:
         except RunDirError as e:
             raise RunError(str(e)) from None
         try:
-            previous = self.rundir.read_config()
+            try:
+                previous = self.rundir.read_config()
+            except RunDirError as e:
+                raise RunError(str(e)) from None
             if previous:
                 self._check_resume(previous, loaded)
             try:
@@ -180,24 +192,24 @@ class Runner:
             await self.backend.aclose()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def finalize(self, configs: dict[str, TaskConfig], loaded: dict[str, LoadedTask]) -> dict[str, Any]:
+    def finalize(self, configs: dict[str, TaskConfig], loaded: dict[str, LoadedTask]) -> RunResults:
         records, _ = self.rundir.load_samples()
-        latest = latest_by_key(records)
-        results = compute_results(self.rundir.read_config() or {}, latest.values())
+        results = compute_run_results(self.rundir.read_config(), latest_by_key(records).values())
         self.rundir.write_results(results)
+        results.run_dir = str(self.rundir.path)
         return results
 
     # ------------------------------------------------------------ one task
-    def _pending(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, dict[str, Any]]) -> list[tuple[int, Item, int]]:
+    def _pending(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, SampleRecord]) -> list[tuple[int, Item, int]]:
         todo = []
         for r in range(self.opts.repeats):
             for idx, item in enumerate(lt.items):
                 rec = done.get(_sample_key(cfg.name, item.id, r))
-                if rec is None or (rec.get("error") and self.opts.retry_errors):
+                if rec is None or (rec.error and self.opts.retry_errors):
                     todo.append((idx, item, r))
         return todo
 
-    async def _run_task(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, dict[str, Any]]) -> None:
+    async def _run_task(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, SampleRecord]) -> None:
         todo = self._pending(cfg, lt, done)
         total = len(lt.items) * self.opts.repeats
         if not todo:
@@ -286,22 +298,22 @@ class Runner:
         loop = asyncio.get_running_loop()
         record = await loop.run_in_executor(self._record_workers, self._write_record,
                                             cfg, idx, item, repeat, gen, warnings)
-        progress.advance(error=bool(record.get("error")), correct=bool(record.get("correct")))
+        progress.advance(error=bool(record.error), correct=bool(record.correct))
 
     def _write_record(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
-                      warnings: list[str]) -> dict[str, Any]:
+                      warnings: list[str]) -> SampleRecord:
         """Build and append one sample record (on a worker thread). A record that cannot be
         built or encoded becomes that sample's error record; a failing run directory stops the run."""
         try:
-            record = make_sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
+            record = sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
             self.rundir.append([record])
         except (RunDirError, OSError):
             raise
         except Exception as e:
             error = f"record: {type(e).__name__}: {e}"
-            record = make_sample_record(cfg, idx, item, repeat, dataclasses.replace(gen, error=error), warnings)
+            record = sample_record(cfg, idx, item, repeat, dataclasses.replace(gen, error=error), warnings)
             # values JSON cannot hold (a parquet column's odd type) are kept as their repr
-            record = json.loads(json_text(record, default=repr))
+            record = SampleRecord.model_validate(json.loads(json_text(record.to_json_dict(), default=repr)))
             self.rundir.append([record])
         return record
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dt_eval.errors import DtEvalError
 from dt_eval.reasoning.types import CotInput, CotScore
 from dt_eval.util.hashing import sha256_file, sha256_text
 from dt_eval.util.sqlite_cache import SqliteCache
@@ -49,7 +50,7 @@ MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379ca
 MAPPINGS = ("clip", "affine")
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(DtEvalError, RuntimeError):
     pass
 
 

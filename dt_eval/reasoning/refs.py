@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.reasoning.judge import JudgeCall, JudgeClient, JudgeParseError
 from dt_eval.reasoning.templates import load_prompt
 from dt_eval.reasoning.types import render_options
@@ -38,7 +39,7 @@ MIN_CHARS = 20
 _THINK = re.compile(r"^.*</think>", re.S | re.I)
 
 
-class RefsError(ValueError):
+class RefsError(DtEvalError, ValueError):
     pass
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.reasoning.judge import DEFAULT_JUDGE_MODEL, JudgeClient, JudgeConfig
 from dt_eval.reasoning.registry import (
     ScoreContext,
@@ -47,6 +48,7 @@ from dt_eval.reasoning.registry import (
     summarize,
 )
 from dt_eval.reasoning.types import CotInput, CotScore
+from dt_eval.records import RunConfig, SampleRecord
 from dt_eval.util.locks import HeldLock, try_lock
 
 COT_FILE = "cot.jsonl"
@@ -55,7 +57,7 @@ EMBED_CACHE_FILE = "embed_cache.sqlite"
 NOT_APPLICABLE = "not applicable"
 
 
-class RescoreError(RuntimeError):
+class RescoreError(DtEvalError, RuntimeError):
     pass
 
 
@@ -98,7 +100,7 @@ def check_options(cot: Sequence[str], judge_url: str | Sequence[str] | None) -> 
 # Samples -> inputs
 
 
-def _task_fields(task: str, config: dict[str, Any] | None = None):
+def _task_fields(task: str, config: RunConfig | None = None):
     from dt_eval.tasks.config import Fields, run_task_config
 
     try:
@@ -108,11 +110,12 @@ def _task_fields(task: str, config: dict[str, Any] | None = None):
         return None, Fields()
 
 
-def _resolve_refs_path(path: str, config: dict[str, Any], task: str) -> Path:
+def _resolve_refs_path(path: str, config: RunConfig, task: str) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    source = (config.get("tasks", {}).get(task) or {}).get("source")
+    info = config.tasks.get(task)
+    source = info.source if info else None
     if source and not str(source).startswith("hub:"):
         cand = Path(source).parent / p
         if cand.exists():
@@ -121,7 +124,7 @@ def _resolve_refs_path(path: str, config: dict[str, Any], task: str) -> Path:
 
 
 def _references_for(task: str, cfg, references: str | dict[str, str] | None,
-                    config: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
+                    config: RunConfig) -> tuple[dict[str, str] | None, str | None]:
     from dt_eval.reasoning.refs import load_references
 
     path = references.get(task) if isinstance(references, dict) else references
@@ -135,10 +138,10 @@ def _references_for(task: str, cfg, references: str | dict[str, str] | None,
     return load_references(resolved), str(resolved)
 
 
-def sample_input(sample: dict[str, Any], fields, reference: str | None = None,
+def sample_input(sample: SampleRecord, fields, reference: str | None = None,
                  use_meta_reference: bool = True) -> CotInput:
     """One CotInput from a samples.jsonl record."""
-    meta = sample.get("meta") or {}
+    meta = sample.meta or {}
     if fields.choices and isinstance(meta.get(fields.choices), list):
         choices = [str(c) for c in meta[fields.choices]]
     elif fields.choice_columns:
@@ -147,22 +150,22 @@ def sample_input(sample: dict[str, Any], fields, reference: str | None = None,
         choices = []
     if reference is None and use_meta_reference and fields.reference_thinking:
         reference = meta.get(fields.reference_thinking)
-    ext = sample.get("extracted") or {}
-    error = bool(sample.get("error"))
-    correct = sample.get("correct")
+    ext = sample.extracted
+    error = bool(sample.error)
+    correct = sample.correct
     return CotInput(
-        id=f"{sample['task']}/{sample['id']}",
+        id=f"{sample.task}/{sample.id}",
         question=str(meta.get(fields.question) or ""),
         choices=choices,
         answer=None if fields.answer is None or meta.get(fields.answer) is None else str(meta.get(fields.answer)),
-        reasoning=None if error else sample.get("reasoning_text"),
-        prediction=None if error else ext.get("answer_text"),
+        reasoning=None if error else sample.reasoning_text,
+        prediction=None if error or ext is None else ext.answer_text,
         correct=False if error else (None if correct is None else bool(correct)),
         reference=reference,
         rubric=meta.get("rubric") if isinstance(meta.get("rubric"), list) else None,
-        output=None if error else sample.get("output"),
-        server_reasoning=None if error else sample.get("reasoning"),
-        meta={"key": sample["key"], "task": sample["task"], "item": sample["id"], "repeat": sample.get("repeat", 0)},
+        output=None if error else sample.output,
+        server_reasoning=None if error else sample.reasoning,
+        meta={"key": sample.key, "task": sample.task, "item": sample.id, "repeat": sample.repeat},
     )
 
 
@@ -345,7 +348,7 @@ async def arescore_run(
 ) -> dict[str, dict[str, Any]]:
     """The async form of `rescore_run` (see the module docstring)."""
     from dt_eval.reasoning import rubrics
-    from dt_eval.storage.rundir import latest_by_key, read_samples
+    from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
 
     say = say or (lambda m: print(m, file=sys.stderr))
     rubrics_config = rubrics.RubricsConfig(cut_thinking=rubrics_cut_thinking, **(
@@ -354,34 +357,35 @@ async def arescore_run(
     names = check_options(cot, judge_url if judge is None else "given")
     if not names:
         raise RescoreError("nothing to score: pass --cot (e.g. hybrid,rubrics)")
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise RescoreError(f"{run_dir}: not a dt-eval run directory (no config.json)")
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    records, _ = read_samples(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise RescoreError(f"{run_dir}: not a dt-eval run directory (no {CONFIG})")
+    try:
+        run = RunDir(run_dir).read()
+    except RunDirError as e:
+        raise RescoreError(str(e)) from None
+    config = run.config or RunConfig()
     # lm-eval text tasks carry no audio question or reference chain: not reasoning-scored here.
-    samples = [s for s in latest_by_key(records).values()
-               if (not tasks or s["task"] in tasks) and s.get("kind") != "lm-eval"]
+    samples = [s for s in run.samples.values() if (not tasks or s.task in tasks) and not s.is_lm_eval]
     if not samples:
         raise RescoreError(f"{run_dir}: no samples to score")
-    samples.sort(key=lambda s: (s["task"], s.get("repeat", 0), s.get("index", 0)))
+    samples.sort(key=lambda s: (s.task, s.repeat, s.index))
 
     # Inputs: one for the reference-based scorers, one (own `thinking`) for rubrics.
     inputs: list[CotInput] = []
     rubric_inputs: list[CotInput] = []
     ref_files: dict[str, str | None] = {}
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_task: dict[str, list[SampleRecord]] = defaultdict(list)
     for s in samples:
-        by_task[s["task"]].append(s)
+        by_task[s.task].append(s)
     for task, group in by_task.items():
         cfg, fields = _task_fields(task, config)
         refs, ref_path = _references_for(task, cfg, references, config)
         ref_files[task] = ref_path
         for s in group:
-            ref = refs.get(str(s["id"])) if refs is not None else None
+            ref = refs.get(str(s.id)) if refs is not None else None
             inputs.append(sample_input(s, fields, reference=ref, use_meta_reference=refs is None))
             rubric_inputs.append(sample_input(s, fields))
-            meta = s.get("meta") or {}
+            meta = s.meta or {}
             rubric_inputs[-1].meta["groups"] = {f: meta.get(f) for f in (cfg.group_fields if cfg else [])}
 
     results: dict[str, list[CotScore]] = {}
@@ -441,26 +445,20 @@ async def arescore_run(
                     "references": ref_files.get(task) or "item field"}
             agg |= info
             full[task] = full.get(task, agg) | info
-        _merge_results(run_dir, config, {t: full[t] for t in aggregates})
+        _merge_results(run, {t: full[t] for t in aggregates})
     return aggregates
 
 
-def _merge_results(run_dir: Path, config: dict[str, Any], aggregates: dict[str, dict[str, Any]]) -> None:
-    from dt_eval.storage.rundir import (
-        RESULTS,
-        latest_by_key,
-        read_samples,
-        write_json_atomic,
-    )
+def _merge_results(run: Any, aggregates: dict[str, dict[str, Any]]) -> None:
+    from dt_eval.storage.rundir import RESULTS, write_json_atomic
 
-    path = run_dir / RESULTS
+    path = run.path / RESULTS
     if path.exists():
         results = json.loads(path.read_text(encoding="utf-8"))
     else:
         from dt_eval.scoring.aggregate import compute_results
 
-        records, _ = read_samples(run_dir)
-        results = compute_results(config, latest_by_key(records).values())
+        results = compute_results(run.config, run.samples.values())
     for task, agg in aggregates.items():
         results.setdefault("tasks", {}).setdefault(task, {})["cot"] = agg
     write_json_atomic(path, results)

@@ -1,4 +1,4 @@
-"""Versioned prompt templates shipped as package data (dt_eval/cot/prompts/*.yaml).
+"""Versioned prompt templates shipped as package data (dt_eval/reasoning/prompts/*.yaml).
 
 Each file has `name`, `version`, `source`, `system`, `user` and optional named `parts`;
 placeholders are `string.Template` `$names` (no brace escaping, so JSON examples stay
@@ -15,10 +15,11 @@ from importlib import resources
 
 import yaml
 
+from dt_eval.errors import DtEvalError
 from dt_eval.util.hashing import sha256_bytes
 
 
-class TemplateError(ValueError):
+class TemplateError(DtEvalError, ValueError):
     pass
 
 
@@ -57,12 +58,12 @@ class PromptTemplate:
 
 @lru_cache(maxsize=None)
 def load_prompt(name: str) -> PromptTemplate:
-    """Load dt_eval/cot/prompts/<name>.yaml."""
+    """Load dt_eval/reasoning/prompts/<name>.yaml."""
     res = resources.files("dt_eval.reasoning").joinpath("prompts", f"{name}.yaml")
     try:
         data = res.read_bytes()
     except FileNotFoundError:
-        raise TemplateError(f"no prompt template {name!r} in dt_eval/cot/prompts") from None
+        raise TemplateError(f"no prompt template {name!r} in dt_eval/reasoning/prompts") from None
     raw = yaml.safe_load(data.decode("utf-8"))
     for k in ("name", "version", "user"):
         if not raw.get(k):

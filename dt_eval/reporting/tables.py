@@ -3,50 +3,20 @@ summary with dt-eval's additions (unparsed, ambiguous, truncated, errors, reason
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from dt_eval.reporting.results import ReportError, load_run
 from dt_eval.scoring.aggregate import fmt_mean_std
-from dt_eval.storage.rundir import SamplesError, latest_by_key, read_samples
 
-
-class ReportError(ValueError):
-    pass
+__all__ = ["ReportError", "compare_runs", "error_counts", "load_run_results", "print_results", "summary_rows"]
 
 
 def load_run_results(run_dir: str | Path) -> dict[str, Any]:
-    """Recompute a run's results from its samples (results.json is a cache, not the source)."""
-    from dt_eval.scoring.aggregate import compute_results
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise ReportError(f"{run_dir}: not a dt-eval run directory (no config.json)")
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    try:
-        records, _ = read_samples(run_dir)
-    except SamplesError as e:
-        raise ReportError(str(e)) from None
-    if not records:
-        raise ReportError(f"{run_dir}: no samples yet")
-    from dt_eval.tasks.config import TaskConfigError, UnknownTaskError
-
-    try:
-        results = compute_results(config, latest_by_key(records).values())
-    except (UnknownTaskError, TaskConfigError) as e:  # e.g. a plugin scorer that is not installed here
-        raise ReportError(f"{run_dir}: {e}") from None
-    from dt_eval.reasoning.rescore import (
-        load_cot_aggregates,  # reasoning scores, from cot.jsonl (no torch)
-    )
-
-    for task, agg in load_cot_aggregates(run_dir).items():
-        if task in results["tasks"]:
-            results["tasks"][task]["cot"] = agg
-    results["run_dir"] = str(run_dir)
-    return results
+    """A run's results recomputed from its samples, as results.json's dict (+ run_dir)."""
+    return load_run(run_dir).to_json_dict()
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,7 +2,9 @@
 the official number without extraction beside it, and statistics over repeats.
 
 Everything here is recomputed from samples.jsonl alone, so reports and leaderboards can verify
-a run without its data or model.
+a run without its data or model. Records come in as SampleRecords (plain dicts are accepted and
+validated), results go out as TaskResults / RunResults (dt_eval/records.py) or, from
+`compute_results`, as results.json's dict.
 """
 
 from __future__ import annotations
@@ -10,34 +12,45 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dt_eval import __version__
+from dt_eval.records import (
+    RunConfig,
+    RunResults,
+    SampleRecord,
+    TaskResults,
+    as_config,
+    as_sample,
+    as_samples,
+)
 from dt_eval.scoring.counts import sample_counts
 from dt_eval.scoring.submission import ScoreReport, extracted_prediction, score_records
 from dt_eval.tasks.config import TaskConfig, run_task_config
 from dt_eval.types import Extraction
 
 
-def submission_records(cfg: TaskConfig, samples: Sequence[dict[str, Any]], answers: str = "raw") -> list[dict[str, Any]]:
+def submission_records(cfg: TaskConfig, samples: Sequence[SampleRecord | Mapping[str, Any]],
+                       answers: str = "raw") -> list[dict[str, Any]]:
     """Official submission records (metadata + prediction key) in benchmark order.
 
     answers="raw": the model's post-reasoning output, as a submission without extraction holds it.
     answers="extracted": the extracted final answer (what dt-eval's headline number scores).
     """
     out = []
-    for s in sorted(samples, key=lambda s: s["index"]):
-        rec = dict(s["meta"])
+    for s in sorted(as_samples(samples), key=lambda s: s.index):
+        rec = dict(s.meta or {})
         if answers == "extracted":
-            rec[cfg.prediction_key] = extracted_prediction(cfg, Extraction(**(s.get("extracted") or _UNPARSED)))
+            ext = s.extracted.to_extraction() if s.extracted is not None else _UNPARSED
+            rec[cfg.prediction_key] = extracted_prediction(cfg, ext)
         else:
-            rec[cfg.prediction_key] = s.get("prediction") or ""
+            rec[cfg.prediction_key] = s.prediction or ""
         out.append(rec)
     return out
 
 
-_UNPARSED = {"reasoning": None, "answer_text": None, "unparsed": True}
+_UNPARSED = Extraction(reasoning=None, answer_text=None, unparsed=True)
 
 
 def score_one(cfg: TaskConfig, meta: dict[str, Any], prediction: str) -> bool | None:
@@ -55,11 +68,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_items: int | None = None) -> dict[str, Any]:
-    samples = list(samples)
-    by_repeat: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def task_results(cfg: TaskConfig, samples: Iterable[SampleRecord | Mapping[str, Any]],
+                 expected_items: int | None = None) -> TaskResults:
+    samples = as_samples(samples)
+    by_repeat: dict[int, list[SampleRecord]] = defaultdict(list)
     for s in samples:
-        by_repeat[s["repeat"]].append(s)
+        by_repeat[s.repeat].append(s)
     repeats = []
     reports: dict[int, ScoreReport] = {}
     for r in sorted(by_repeat):
@@ -68,7 +82,7 @@ def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_it
             repeats.append(sample_counts(group) | {"repeat": r})
             continue
         # items the official scorer cannot score stay out of the denominator, counted as data errors
-        scorable = [s for s in group if not s.get("data_error")]
+        scorable = [s for s in group if not s.data_error]
         report = score_records(cfg, submission_records(cfg, scorable, "extracted"), invalid="exclude")
         raw = score_records(cfg, submission_records(cfg, scorable, "raw"), invalid="exclude")
         reports[r] = report
@@ -95,7 +109,7 @@ def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_it
         "scorer": cfg.scorer,
         "answers_available": cfg.answers_available,
         "samples": len(samples),
-        "items": len({s["id"] for s in samples}),
+        "items": len({s.id for s in samples}),
         "expected_items": expected_items,
         "repeats": repeats,
     }
@@ -109,28 +123,28 @@ def task_results(cfg: TaskConfig, samples: Iterable[dict[str, Any]], expected_it
     out["complete"] = expected_items is None or all(
         len(by_repeat[r]) >= expected_items for r in by_repeat
     )
-    return out
+    return TaskResults.model_validate(out)
 
 
-def _answer_key(s: dict[str, Any]) -> str | None:
-    ext = s.get("extracted") or {}
-    if s.get("error") or ext.get("unparsed") or ext.get("ambiguous"):
+def _answer_key(s: SampleRecord) -> str | None:
+    ext = s.extracted
+    if s.error or ext is None or ext.unparsed or ext.ambiguous:
         return None
-    if ext.get("matched_choice") is not None:
-        return f"#{ext['matched_choice']}"
-    return " ".join((ext.get("answer_text") or "").casefold().split()) or None
+    if ext.matched_choice is not None:
+        return f"#{ext.matched_choice}"
+    return " ".join((ext.answer_text or "").casefold().split()) or None
 
 
-def _pass_and_vote(cfg: TaskConfig, by_repeat: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    per_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _pass_and_vote(cfg: TaskConfig, by_repeat: dict[int, list[SampleRecord]]) -> dict[str, Any]:
+    per_item: dict[str, list[SampleRecord]] = defaultdict(list)
     for r in sorted(by_repeat):
         for s in by_repeat[r]:
-            if not s.get("data_error"):  # out of every denominator, like the accuracy's
-                per_item[s["id"]].append(s)
+            if not s.data_error:  # out of every denominator, like the accuracy's
+                per_item[s.id].append(s)
     k = len(by_repeat)
     passed = voted = 0
     for runs in per_item.values():
-        passed += any(s.get("correct") for s in runs)
+        passed += any(s.correct for s in runs)
         keys = [_answer_key(s) for s in runs]
         counts = Counter(x for x in keys if x is not None)
         if not counts:
@@ -138,7 +152,7 @@ def _pass_and_vote(cfg: TaskConfig, by_repeat: dict[int, list[dict[str, Any]]]) 
         best = max(counts.values())
         # ties go to the answer given first, so the vote is deterministic
         winner = next(x for x in keys if x is not None and counts[x] == best)
-        voted += bool(next(s for s, x in zip(runs, keys) if x == winner).get("correct"))
+        voted += bool(next(s for s, x in zip(runs, keys) if x == winner).correct)
     n = len(per_item)
     return {
         f"pass_at_{k}": passed / n * 100 if n else 0.0,
@@ -151,24 +165,31 @@ def fmt_mean_std(mean: float, std: float, k: int) -> str:
     return f"{mean:.2f}" if k <= 1 or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def compute_results(config: dict[str, Any], samples) -> dict[str, Any]:
-    """results.json: per-task aggregates recomputed from the sample records."""
-    by_task: dict[str, list[dict[str, Any]]] = {}
+def compute_run_results(config: RunConfig | Mapping[str, Any] | None,
+                        samples: Iterable[SampleRecord | Mapping[str, Any]]) -> RunResults:
+    """Per-task results recomputed from the sample records (the latest per key), with the
+    config and the records attached."""
+    config = as_config(config)
+    samples = [as_sample(s) for s in samples]
+    by_task: dict[str, list[SampleRecord]] = {}
     for s in samples:
-        by_task.setdefault(s["task"], []).append(s)
-    tasks_cfg = config.get("tasks", {})
-    out = {"dt_eval_version": __version__, "model": config.get("identity", {}).get("model"), "tasks": {}}
+        by_task.setdefault(s.task, []).append(s)
+    tasks: dict[str, TaskResults] = {}
     for name, group in by_task.items():
-        info = tasks_cfg.get(name, {})
-        if info.get("kind") == "lm-eval":  # scored by lm-eval itself
+        info = config.tasks.get(name)
+        if info is not None and info.kind == "lm-eval":  # scored by lm-eval itself
             from dt_eval.integrations.lmeval.results import lm_eval_task_results
 
-            out["tasks"][name] = lm_eval_task_results(name, group, info)
+            tasks[name] = TaskResults.model_validate(lm_eval_task_results(name, group, info.to_json_dict()))
             continue
         cfg = run_task_config(name, config)  # as the run recorded it: custom tasks need no YAML here
-        expected = info.get("items")
-        res = task_results(cfg, group, expected_items=expected)
-        res["data_sha256"] = info.get("sha256")
-        res["data_version_label"] = info.get("version_label")
-        out["tasks"][name] = res
-    return out
+        res = task_results(cfg, group, expected_items=info.items if info else None)
+        tasks[name] = res.model_copy(update={"data_sha256": info.sha256 if info else None,
+                                             "data_version_label": info.version_label if info else None})
+    return RunResults(dt_eval_version=__version__, model=config.model, tasks=tasks, config=config, samples=samples)
+
+
+def compute_results(config: RunConfig | Mapping[str, Any] | None,
+                    samples: Iterable[SampleRecord | Mapping[str, Any]]) -> dict[str, Any]:
+    """results.json: per-task aggregates recomputed from the sample records."""
+    return compute_run_results(config, samples).to_json_dict()

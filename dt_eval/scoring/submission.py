@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.scoring.tally import Tally
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import Extraction
@@ -28,7 +29,7 @@ EXTRACTION_HEADING = (
 EXTRACTION_MARK = "[dt-eval extraction]"
 
 
-class SubmissionError(ValueError):
+class SubmissionError(DtEvalError, ValueError):
     """A prediction file or record the official script could not score meaningfully."""
 
 

@@ -14,11 +14,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dt_eval.errors import DtEvalError
 from dt_eval.serving.procs import ServerProcess, ServerProcessError
 from dt_eval.tasks.presets import Preset, detect_preset, load_preset
 
 
-class ServeError(RuntimeError):
+class ServeError(DtEvalError, RuntimeError):
     pass
 
 

@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.scoring.aggregate import submission_records
 from dt_eval.scoring.registry import task_scorer
 from dt_eval.scoring.submission import SubmissionError, file_layout
-from dt_eval.storage.rundir import latest_by_key, read_samples
+from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
 from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, run_task_config
 
 RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 characters
@@ -23,7 +24,7 @@ RUBRICS_THINKING_LIMIT = 10_000  # the challenge caps thinking at 10,000 charact
 RUBRICS_READER = "json_or_jsonl"
 
 
-class ExportError(ValueError):
+class ExportError(DtEvalError, ValueError):
     pass
 
 
@@ -38,18 +39,21 @@ def export_run(run_dir: str | Path, task: str, out: str | Path, fmt: str = "offi
     if fmt not in cfg.export_formats:
         raise ExportError(f"{task} has no {fmt} export (available: {', '.join(cfg.export_formats)})")
     as_lines = _as_json_lines(task, RUBRICS_READER if fmt == "rubrics" else cfg.submission_reader, out)
-    records, _ = read_samples(run_dir)
-    samples = [s for s in latest_by_key(records).values() if s["task"] == task and s["repeat"] == repeat]
+    try:
+        run = RunDir(run_dir).read()
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
+    samples = run.task_samples(task, repeat)
     if not samples:
         raise ExportError(f"{run_dir}: no samples of task {task} (repeat {repeat})")
     subs = submission_records(cfg, samples, answers)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "rubrics":
-        by_index = sorted(samples, key=lambda s: s["index"])
+        by_index = sorted(samples, key=lambda s: s.index)
         rows = [
             {
-                "id": s["id"],
-                "thinking_prediction": (s.get("reasoning_text") or "")[:RUBRICS_THINKING_LIMIT],
+                "id": s.id,
+                "thinking_prediction": (s.reasoning_text or "")[:RUBRICS_THINKING_LIMIT],
                 "answer_prediction": sub[cfg.prediction_key],
             }
             for s, sub in zip(by_index, subs)
@@ -67,11 +71,11 @@ def _run_task_config(run_dir: Path, task: str):
     """The task config the run recorded (a custom task exports without its YAML), else the
     task of that name (runs made before configs were recorded)."""
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{run_dir}: not a dt-eval run directory (no config.json)") from None
-    except ValueError as e:
-        raise ExportError(f"{run_dir}: cannot read config.json: {e}") from None
+        config = RunDir(run_dir).read_config()
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
+    if config is None:
+        raise ExportError(f"{run_dir}: not a dt-eval run directory (no {CONFIG})")
     try:
         return run_task_config(task, config)
     except (UnknownTaskError, TaskConfigError, ValueError) as e:

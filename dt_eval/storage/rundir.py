@@ -5,6 +5,10 @@ Durability: each finished sample is one line written with a single O_APPEND writ
 periodically and at close (it guards against power loss, not process death). Appends may come
 from several threads; every line encodes as UTF-8 whatever strings a record holds. A complete
 line that is not a sample record is an error naming the line, never silently skipped.
+
+Readers (report, rescore, export, leaderboard build and verify, analyze) use `RunDir.read()`:
+typed records (dt_eval/records.py), read-only, never repairing a run they only read. The runner
+alone cuts a torn tail (`load_samples`), since it appends after it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from dt_eval.errors import DtEvalError
+from dt_eval.records import RunConfig, RunResults, SampleRecord
 from dt_eval.util.locks import HeldLock, try_lock
 
 SAMPLES = "samples.jsonl"
@@ -26,7 +34,7 @@ RESULTS = "results.json"
 LOCK = ".lock"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(DtEvalError, RuntimeError):
     pass
 
 
@@ -64,6 +72,21 @@ class SamplesScan:
     records: list[dict[str, Any]]
     bad_lines: list[int]  # 1-based numbers of unreadable lines (a torn write, power-loss garbage)
     good_end: int  # byte offset just past the last intact line
+    line_numbers: list[int] = field(default_factory=list)  # of each record, 1-based
+
+    def typed(self, file: Path) -> list[SampleRecord]:
+        """The records as SampleRecords; a line whose fields have the wrong types is named."""
+        out = []
+        for rec, lineno in zip(self.records, self.line_numbers):
+            try:
+                out.append(SampleRecord.model_validate(rec))
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err.get("loc", ()))
+                raise SamplesError(f"{file}: line {lineno} is not a dt-eval sample record ({where}: {err.get('msg')}); "
+                                   "something else wrote to this file: remove that line, or use another --output"
+                                   ) from None
+        return out
 
 
 def scan_samples(file: Path) -> SamplesScan:
@@ -91,6 +114,7 @@ def scan_samples(file: Path) -> SamplesScan:
                         f"{file}: line {lineno} is {problem}, not a dt-eval sample record; something else "
                         "wrote to this file: remove that line, or use another --output")
                 scan.records.append(rec)
+                scan.line_numbers.append(lineno)
                 scan.good_end = end + 1
         elif nl >= 0:
             scan.good_end = end + 1
@@ -111,7 +135,8 @@ def _not_a_record(rec: Any) -> str | None:
 
 
 def read_samples(path: Path, repair: bool = False) -> tuple[list[dict[str, Any]], int]:
-    """All intact sample lines, and how many torn/corrupt lines were dropped.
+    """All intact sample lines as plain dicts, and how many torn/corrupt lines were dropped (the
+    raw layer; readers use `RunDir.read()`, which gives typed records).
 
     A torn final line (a crash mid-write) is cut off the file when `repair` is set.
     """
@@ -169,28 +194,43 @@ class RunDir:
     def config_path(self) -> Path:
         return self.path / CONFIG
 
-    def read_config(self) -> dict[str, Any] | None:
+    def read_config(self) -> RunConfig | None:
+        """config.json, or None when the run has none yet."""
         if not self.config_path.exists():
             return None
-        return json.loads(self.config_path.read_text(encoding="utf-8"))
+        try:
+            return RunConfig.model_validate(json.loads(self.config_path.read_text(encoding="utf-8")))
+        except (ValueError, ValidationError) as e:  # ValidationError is a ValueError; named for the reader
+            raise RunDirError(f"{self.path}: cannot read {CONFIG}: {e}") from None
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        write_json_atomic(self.config_path, config)
+    def write_config(self, config: RunConfig | Mapping[str, Any]) -> None:
+        write_json_atomic(self.config_path, _plain(config))
 
-    def write_results(self, results: dict[str, Any]) -> None:
-        write_json_atomic(self.path / RESULTS, results)
+    def write_results(self, results: RunResults | Mapping[str, Any]) -> None:
+        write_json_atomic(self.path / RESULTS, _plain(results))
 
-    def load_samples(self) -> tuple[list[dict[str, Any]], list[int]]:
-        """Records, and the numbers of the unreadable lines dropped; a torn last line is cut off."""
+    def load_samples(self) -> tuple[list[SampleRecord], list[int]]:
+        """The runner's load: records, and the numbers of the unreadable lines dropped; a torn last
+        line is cut off (the run appends after it)."""
         file = self.path / SAMPLES
         scan = scan_samples(file)
+        records = scan.typed(file)
         _cut_torn_tail(file, scan)
-        return scan.records, scan.bad_lines
+        return records, scan.bad_lines
 
-    def append(self, records: Iterable[dict[str, Any]]) -> None:
+    def read(self) -> Run:
+        """The run as it is on disk, for readers: config.json (None when absent), the latest record
+        per key, and the torn/corrupt lines that were skipped. Never writes (a torn tail stays)."""
+        file = self.path / SAMPLES
+        scan = scan_samples(file)
+        records = scan.typed(file)
+        return Run(path=self.path, config=self.read_config(), samples=latest_by_key(records),
+                   records=len(records), bad_lines=scan.bad_lines)
+
+    def append(self, records: Iterable[SampleRecord | Mapping[str, Any]]) -> None:
         """Append records, one line each. All are encoded before anything is written, so a record
         that cannot be encoded raises and writes nothing. Safe to call from several threads."""
-        lines = [(json_text(rec) + "\n").encode("utf-8") for rec in records]
+        lines = [(json_text(_plain(rec)) + "\n").encode("utf-8") for rec in records]
         with self._write_lock:
             if self._fd is None:
                 raise RunDirError(f"{self.path}: the run directory is not open")
@@ -205,9 +245,33 @@ class RunDir:
                 self._last_sync, self._unsynced = now, 0
 
 
-def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+@dataclass
+class Run:
+    """A run directory as `RunDir.read()` finds it."""
+
+    path: Path
+    config: RunConfig | None  # None: no config.json
+    samples: dict[str, SampleRecord]  # key -> the latest record of that key (file order of keys)
+    records: int = 0  # intact sample lines (superseded ones included)
+    bad_lines: list[int] = field(default_factory=list)  # torn / corrupt lines skipped (1-based)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The run's tasks, in the order their first sample appears."""
+        return list(dict.fromkeys(s.task for s in self.samples.values()))
+
+    def task_samples(self, task: str, repeat: int | None = None) -> list[SampleRecord]:
+        return [s for s in self.samples.values() if s.task == task and (repeat is None or s.repeat == repeat)]
+
+
+def _plain(data: Any) -> Any:
+    """A record model as the plain Python the JSON encoder takes (the fields it carries)."""
+    return data.to_json_dict() if hasattr(data, "to_json_dict") else data
+
+
+def latest_by_key(records: Iterable[Any]) -> dict[str, Any]:
     """The last record written for each key wins (a --retry-errors redo supersedes the error)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     for rec in records:
-        out[rec["key"]] = rec
+        out[rec.key if isinstance(rec, SampleRecord) else rec["key"]] = rec
     return out

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from dt_eval.errors import DtEvalError
 from dt_eval.util.resources import resource_paths
 
 
@@ -160,12 +161,12 @@ class TaskConfig(BaseModel):
         return [(b.field, b.leaderboard) for b in self.breakdowns if b.leaderboard]
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(DtEvalError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 
 
-class TaskConfigError(ValueError):
+class TaskConfigError(DtEvalError, ValueError):
     """A task YAML (or a run's recorded task config) that does not validate."""
 
 
@@ -252,10 +253,16 @@ def task_config_record(cfg: TaskConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-def run_task_config(name: str, run_config: dict[str, Any] | None) -> TaskConfig:
-    """The config a run used for task `name`: the one recorded in its config.json, else (runs made
-    before configs were recorded) the task of that name on the search path."""
-    recorded = ((run_config or {}).get("tasks") or {}).get(name, {}).get("task_config")
+def run_task_config(name: str, run_config: Any) -> TaskConfig:
+    """The config a run used for task `name`: the one recorded in its config.json (given as a dict
+    or a dt_eval.records.RunConfig), else (runs made before configs were recorded) the task of that
+    name on the search path."""
+    if run_config is None or isinstance(run_config, dict):
+        info = ((run_config or {}).get("tasks") or {}).get(name) or {}
+        recorded = info.get("task_config") if isinstance(info, dict) else None
+    else:
+        info = run_config.tasks.get(name)
+        recorded = info.task_config if info is not None else None
     if isinstance(recorded, dict):
         return _from_record(json.dumps(recorded, sort_keys=True))
     return load_task(name)

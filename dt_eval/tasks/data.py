@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dt_eval.errors import DtEvalError
 from dt_eval.util.hashing import sha256_file, sha256_text
 from dt_eval.tasks.config import TaskConfig
 from dt_eval.types import AudioRef, Item
 
 
-class DataError(ValueError):
+class DataError(DtEvalError, ValueError):
     pass
 
 

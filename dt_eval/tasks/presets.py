@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dt_eval.errors import DtEvalError
 from dt_eval.util.resources import resource_paths
 
 
@@ -130,7 +131,7 @@ class Preset(BaseModel):
         return self
 
 
-class UnknownPresetError(KeyError):
+class UnknownPresetError(DtEvalError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

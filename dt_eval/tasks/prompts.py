@@ -1,7 +1,8 @@
 """Build the chat messages for one item from the task config and the model family's preset.
 
 The one place where answer options become prompt text (`format_options`): the judge prompts, the
-demo and the recipe render them here too. Imports nothing at run time beyond the standard library.
+demo and the recipe render them here too. Imports nothing at run time beyond the standard library
+(and dt_eval.errors).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from dt_eval.errors import DtEvalError
 
 if TYPE_CHECKING:
     from dt_eval.tasks.config import TaskConfig
@@ -47,7 +50,7 @@ class PromptSettings:
         }
 
 
-class PromptError(ValueError):
+class PromptError(DtEvalError, ValueError):
     pass
 
 

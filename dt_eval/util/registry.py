@@ -16,10 +16,12 @@ import importlib
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
+from dt_eval.errors import DtEvalError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(LookupError):
+class UnknownNameError(DtEvalError, LookupError):
     """A name no registry source knows; the message lists the known ones."""
 
     def __init__(self, kind: str, name: str, known: list[str]):

@@ -53,6 +53,7 @@ from typing import Any
 
 import yaml
 
+from dt_eval.errors import DtEvalError
 from dt_eval.pipeline.audio import AudioError, load_audio
 from dt_eval.types import AudioRef
 from dt_eval.util.hashing import sha256_text
@@ -72,7 +73,7 @@ QUEUE_IDLE_POLL_S = 0.002  # Gradio's default is 0.001 s
 UPDATE_INTERVAL_S = 0.05  # at most ~20 screen updates a second while text streams
 
 
-class DemoError(Exception):
+class DemoError(DtEvalError):
     """A setup problem the CLI reports in one line (bad flags, server that never came up)."""
 
 

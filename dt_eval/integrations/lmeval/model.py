@@ -34,13 +34,13 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from dt_eval.backends.base import Backend, Generation, GenerationRequest, SamplingConfig
+from dt_eval.backends.base import Backend
 from dt_eval.config import RunOptions
 from dt_eval.integrations.lmeval import register, task_config
 from dt_eval.pipeline.audio import AudioError, load_audio
 from dt_eval.pipeline.extract import split_reasoning
 from dt_eval.tasks.prompts import compose_messages
-from dt_eval.types import AudioRef
+from dt_eval.types import AudioRef, Generation, GenerationRequest, SamplingConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,29 +11,31 @@ import math
 import statistics
 from typing import Any
 
+from dt_eval.records import SampleRecord
+
 
 def metric_keys(reported: dict[str, Any]) -> list[str]:
     """``exact_match,strict-match``-style keys of one lm-eval result entry, in its order."""
     return [k for k in reported if k != "alias" and "_stderr," not in k and "," in k]
 
 
-def recompute(records: list[dict[str, Any]]) -> dict[str, float]:
+def recompute(records: list[SampleRecord]) -> dict[str, float]:
     """Mean of each per-sample metric over the scored records (first repeat of each doc)."""
     values: dict[str, list[float]] = {}
     for s in records:
-        for k, v in (s.get("metrics") or {}).items():
+        for k, v in (s.metrics or {}).items():
             if isinstance(v, (int, float)):  # bools count as 0/1
                 values.setdefault(k, []).append(float(v))
     return {k: statistics.fmean(v) for k, v in values.items() if v}
 
 
-def lm_eval_task_results(name: str, records: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+def lm_eval_task_results(name: str, records: list[SampleRecord], info: dict[str, Any]) -> dict[str, Any]:
     from dt_eval.scoring.counts import sample_counts
 
     lm_name = info.get("lm_eval_task") or name.split(":", 1)[-1]
     reported = (info.get("reported") or {}).get(lm_name) or {}
     primary = info.get("primary_metric")
-    fresh = recompute([s for s in records if s.get("repeat", 0) == 0])
+    fresh = recompute([s for s in records if s.repeat == 0])
     metrics: dict[str, Any] = {}
     for key in metric_keys(reported) or sorted(fresh):
         value = reported.get(key)
@@ -47,17 +49,17 @@ def lm_eval_task_results(name: str, records: list[dict[str, Any]], info: dict[st
         if agg == "mean" and entry["value"] is not None and entry["recomputed"] is not None:
             entry["agrees"] = math.isclose(entry["value"], entry["recomputed"], rel_tol=1e-9, abs_tol=1e-12)
         metrics[key] = entry
-    scored = [s for s in records if s.get("metrics") is not None]
+    scored = [s for s in records if s.metrics is not None]
     value = (metrics.get(primary) or {}).get("value") if primary else None
-    correct = [s.get("correct") for s in scored if s.get("repeat", 0) == 0]
+    correct = [s.correct for s in scored if s.repeat == 0]
     repeat0 = {
         "repeat": 0,
         "accuracy": value * 100 if value is not None else None,
         "correct": sum(1 for c in correct if c) if correct and all(c is not None for c in correct) else None,
         "total": len(correct),
-    } | sample_counts([s for s in records if s.get("repeat", 0) == 0])
+    } | sample_counts([s for s in records if s.repeat == 0])
     expected = info.get("items")
-    docs = {s["id"] for s in records}
+    docs = {s.id for s in records}
     out: dict[str, Any] = {
         "task": name,
         "kind": "lm-eval",

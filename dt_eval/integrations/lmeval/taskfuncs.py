@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dt_eval.backends.base import Generation
 from dt_eval.integrations.lmeval import task_config
 from dt_eval.integrations.lmeval.model import unpack_generation
 from dt_eval.tasks.data import item_from_record, load_task_data
 from dt_eval.tasks.prompts import task_text
-from dt_eval.types import AudioRef, Item
+from dt_eval.types import AudioRef, Generation, Item
 
 
 def load_docs(task: str, data_dir: str | None = None, **_: Any):

@@ -15,14 +15,22 @@ import time
 from functools import partial
 from typing import Any
 
-from dt_eval.backends.base import Generation
+from dt_eval.errors import DtEvalError
 from dt_eval.integrations.lmeval import lm_eval_name
 from dt_eval.pipeline.extract import split_reasoning
+from dt_eval.records import (
+    LM_EVAL,
+    SCHEMA_VERSION,
+    ExtractedAnswer,
+    SampleRecord,
+    TaskInfo,
+)
 from dt_eval.tasks.prompts import prompt_text
+from dt_eval.types import Generation
 from dt_eval.util.hashing import sha256_text
 
 
-class LMEvalTaskError(RuntimeError):
+class LMEvalTaskError(DtEvalError, RuntimeError):
     pass
 
 
@@ -48,9 +56,9 @@ def _json_safe(x: Any) -> Any:
 class Recorder:
     """Writes each generation of one lm-eval task to the run directory; answers resumed ones."""
 
-    def __init__(self, name: str, rundir: Any, done: dict[str, dict[str, Any]], retry_errors: bool) -> None:
+    def __init__(self, name: str, rundir: Any, done: dict[str, SampleRecord], retry_errors: bool) -> None:
         self.name, self.rundir, self.done, self.retry_errors = name, rundir, done, retry_errors
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, SampleRecord] = {}
         self.resumed = 0
 
     def key(self, inst: Any, repeat: int) -> str:
@@ -70,48 +78,49 @@ class Recorder:
     def lookup(self, inst: Any, repeat: int, prep: Any) -> Generation | None:
         key = self.key(inst, repeat)
         rec = self.done.get(key)
-        if rec is None or rec.get("request_sha") != self.request_sha(prep):
+        if rec is None or rec.request_sha != self.request_sha(prep):
             return None
-        if rec.get("error") and self.retry_errors:
+        if rec.error and self.retry_errors:
             return None
         self.records[key] = rec
         self.resumed += 1
-        return Generation(key=key, text=rec.get("output") or "", reasoning=rec.get("reasoning"),
-                          finish_reason=rec.get("finish_reason"), error=rec.get("error"))
+        return Generation(key=key, text=rec.output or "", reasoning=rec.reasoning,
+                          finish_reason=rec.finish_reason, error=rec.error)
 
     def store(self, inst: Any, repeat: int, prep: Any, gen: Generation, returned: str) -> None:
         key = self.key(inst, repeat)
         reasoning, _, truncated = split_reasoning(gen.text or "", gen.reasoning)
-        rec = {
-            "key": key,
-            "task": self.name,
-            "kind": "lm-eval",
-            "subtask": inst.task_name,
-            "id": f"{inst.task_name}/{inst.doc_id}",
-            "index": inst.doc_id,
-            "repeat": repeat,
-            "meta": None,
-            "audio": None,
-            "prompt": prompt_text(prep.request.messages) if prep.request is not None else None,
-            "task_gen_kwargs": _json_safe(prep.task_gen_kwargs),
-            "request_sha": self.request_sha(prep),
-            "output": gen.text,
-            "reasoning": gen.reasoning,
-            "reasoning_text": None if gen.error else reasoning,
-            "returned": returned,  # what lm-eval's filters saw: the answer without reasoning
-            "extracted": {"truncated": bool(truncated and not gen.error), "unparsed": False},
-            "finish_reason": gen.finish_reason,
-            "prompt_tokens": gen.prompt_tokens,
-            "completion_tokens": gen.completion_tokens,
-            "latency_s": gen.latency_s,
-            "error": gen.error,
-            "warnings": prep.warnings or [],
-            "backend_info": gen.backend_info,
-            "time": time.time(),
-            "metrics": None,
-            "target": None,
-            "correct": None,
-        }
+        rec = SampleRecord(
+            schema_version=SCHEMA_VERSION,
+            key=key,
+            task=self.name,
+            kind=LM_EVAL,
+            subtask=inst.task_name,
+            id=f"{inst.task_name}/{inst.doc_id}",
+            index=inst.doc_id,
+            repeat=repeat,
+            meta=None,
+            audio=None,
+            prompt=prompt_text(prep.request.messages) if prep.request is not None else None,
+            task_gen_kwargs=_json_safe(prep.task_gen_kwargs),
+            request_sha=self.request_sha(prep),
+            output=gen.text,
+            reasoning=gen.reasoning,
+            reasoning_text=None if gen.error else reasoning,
+            returned=returned,  # what lm-eval's filters saw: the answer without reasoning
+            extracted=ExtractedAnswer(truncated=bool(truncated and not gen.error), unparsed=False),
+            finish_reason=gen.finish_reason,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            latency_s=gen.latency_s,
+            error=gen.error,
+            warnings=prep.warnings or [],
+            backend_info=gen.backend_info,
+            time=time.time(),
+            metrics=None,
+            target=None,
+            correct=None,
+        )
         self.rundir.append([rec])
         self.records[key] = rec
 
@@ -124,7 +133,7 @@ def primary_metric(reported: dict[str, Any]) -> str | None:
 
 
 def scored_records(recorder: Recorder, samples: dict[str, list[dict[str, Any]]], primary: str | None
-                   ) -> list[dict[str, Any]]:
+                   ) -> list[SampleRecord]:
     """The generation records again, with lm-eval's per-sample metrics and target."""
     per_doc: dict[tuple[str, int], dict[str, Any]] = {}
     targets: dict[tuple[str, int], Any] = {}
@@ -138,13 +147,14 @@ def scored_records(recorder: Recorder, samples: dict[str, list[dict[str, Any]]],
             targets[(subtask, s["doc_id"])] = s.get("target")
     out = []
     for rec in recorder.records.values():
-        metrics = per_doc.get((rec["subtask"], rec["index"]))
+        metrics = per_doc.get((rec.subtask, rec.index))
         if metrics is None:
             continue
         value = metrics.get(primary) if primary else None
         correct = bool(value) if isinstance(value, (bool, int, float)) and float(value) in (0.0, 1.0) else None
-        out.append(rec | {"metrics": _json_safe(metrics), "target": _json_safe(targets.get((rec["subtask"], rec["index"]))),
-                          "correct": correct, "time": time.time()})
+        out.append(rec.model_copy(update={"metrics": _json_safe(metrics),
+                                          "target": _json_safe(targets.get((rec.subtask, rec.index))),
+                                          "correct": correct, "time": time.time()}))
     return out
 
 
@@ -164,7 +174,7 @@ def _aggregations(configs: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
-async def run_lm_eval_task(runner: Any, name: str, done: dict[str, dict[str, Any]]) -> None:
+async def run_lm_eval_task(runner: Any, name: str, done: dict[str, SampleRecord]) -> None:
     from lm_eval import __version__ as lm_eval_version
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -191,9 +201,9 @@ async def run_lm_eval_task(runner: Any, name: str, done: dict[str, dict[str, Any
     reported = (results or {}).get("results") or {}
     primary = primary_metric(reported.get(lm_name) or {})
     runner.rundir.append(scored_records(recorder, (results or {}).get("samples") or {}, primary))
-    config = runner.rundir.read_config() or {}
-    docs = {rec["id"] for rec in recorder.records.values()}
-    config.setdefault("tasks", {})[name] = _json_safe({
+    config = runner.rundir.read_config()
+    docs = {rec.id for rec in recorder.records.values()}
+    info = TaskInfo.model_validate(_json_safe({
         "kind": "lm-eval",
         "task": name,
         "lm_eval_task": lm_name,
@@ -211,5 +221,5 @@ async def run_lm_eval_task(runner: Any, name: str, done: dict[str, dict[str, Any
         "aggregation": _aggregations(results.get("configs") or {}),
         "primary_metric": primary,
         "chat_template": True,
-    })
-    runner.rundir.write_config(config)
+    }))
+    runner.rundir.write_config(config.model_copy(update={"tasks": {**config.tasks, name: info}}))

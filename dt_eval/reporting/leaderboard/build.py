@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval import __version__
+from dt_eval.errors import DtEvalError
+from dt_eval.records import RunConfig, SampleRecord
 from dt_eval.reporting.leaderboard.published import (
     PublishedFile,
     entry_to_json,
@@ -42,7 +44,7 @@ METRIC_NAMES = {"accuracy": "accuracy (%)", "rubrics": "MMAR-Rubrics score (0-10
                 "hybrid": "mean hybrid reasoning reward (0-1)"}
 
 
-class BuildError(RuntimeError):
+class BuildError(DtEvalError, RuntimeError):
     pass
 
 
@@ -185,7 +187,7 @@ def _cot_numbers(agg: dict[str, Any] | None, results_cot: dict[str, Any] | None)
     return out if len(out) > 1 else None
 
 
-def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], samples: list[dict[str, Any]],
+def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], samples: list[SampleRecord],
                  cot: dict[str, Any] | None, cfg: Any = None) -> dict[str, Any]:
     """One task's cell numbers; `cfg`: its TaskConfig as the run recorded it (default: by name)."""
     if res.get("kind") == "lm-eval":
@@ -199,7 +201,7 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
     raws = [r["accuracy_official_raw"] for r in reps if "accuracy_official_raw" in r]
     flags: dict[int, int] = defaultdict(int)
     for s in samples:
-        flags[s["repeat"]] += bool(s.get("correct"))
+        flags[s.repeat] += bool(s.correct)
     out: dict[str, Any] = {
         "task": task,
         "family": cfg.family.name,
@@ -260,11 +262,11 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
 
 
 def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
-                     samples: list[dict[str, Any]]) -> dict[str, Any]:
+                     samples: list[SampleRecord]) -> dict[str, Any]:
     """An lm-eval task's cell: its primary metric x 100, as lm-eval reported it."""
     rep = (res.get("repeats") or [{}])[0]
     value = rep.get("accuracy")
-    flags = sum(1 for s in samples if s.get("repeat", 0) == 0 and s.get("correct"))
+    flags = sum(1 for s in samples if s.repeat == 0 and s.correct)
     return {
         "task": task, "family": lm_eval_family(task), "task_version": res.get("task_version"),
         "scorer": res.get("scorer"), "metric": res.get("primary_metric"),
@@ -281,38 +283,35 @@ def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
 
 
 def backend_name(described: Any) -> str | None:
-    """The backend's name from config.json's `backend` entry (its describe()): "name" (every backend
-    since the registry; the in-process ones always), or "backend" (the OpenAI-compatible backend
-    of older runs). Only the name is read: the rest of that entry (server URLs, key source ...)
-    never reaches the leaderboard."""
+    """The backend's name from config.json's `backend` entry (its describe()); see
+    RunConfig.backend_name. Only the name is read: the rest of that entry (server URLs, key
+    source ...) never reaches the leaderboard."""
     if not isinstance(described, dict):
         return None
-    for key in ("name", "backend"):
-        if isinstance(described.get(key), str) and described[key].strip():
-            return described[key].strip()
-    return None
+    return RunConfig(backend=described).backend_name
 
 
 def measure_run(run_dir: str | Path) -> dict[str, Any]:
     """Every number the leaderboard shows for one run, recomputed from samples.jsonl."""
     from dt_eval.scoring.aggregate import compute_results
-    from dt_eval.storage.rundir import latest_by_key, read_samples
+    from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
     from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, run_task_config
 
     run = Path(run_dir)
     samples_file = run / "samples.jsonl"
     if not samples_file.is_file():
         raise BuildError(f"{run}: no samples.jsonl (not a dt-eval run directory)")
+    if not (run / CONFIG).is_file():
+        raise BuildError(f"{run}: cannot read {CONFIG}: it is missing")
     try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BuildError(f"{run}: cannot read config.json: {e}") from None
-    records, dropped = read_samples(run)  # read-only: never repairs a run it only reads
-    if not records:
+        read = RunDir(run).read()  # read-only: never repairs a run it only reads
+    except RunDirError as e:
+        raise BuildError(str(e)) from None
+    config = read.config or RunConfig()
+    if not read.samples:
         raise BuildError(f"{run}: samples.jsonl has no records")
-    latest = latest_by_key(records)
     try:
-        results = compute_results(config, latest.values())
+        results = compute_results(config, read.samples.values())
         cfgs = {name: run_task_config(name, config) for name, res in results["tasks"].items()
                 if res.get("kind") != "lm-eval"}
     except (UnknownTaskError, TaskConfigError, ValueError) as e:  # ValueError: e.g. an unregistered scorer
@@ -324,10 +323,10 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
         except ValueError:
             results_json = None
     cot, cot_source = _cot_aggregates(run, results_json)
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in latest.values():
-        by_task[s["task"]].append(s)
-    identity = config.get("identity") or {}
+    by_task: dict[str, list[SampleRecord]] = defaultdict(list)
+    for s in read.samples.values():
+        by_task[s.task].append(s)
+    identity = config.identity
     sampling = identity.get("sampling") or {}
     prompt = identity.get("prompt") or {}
     def order(name: str) -> tuple:  # ranked families first, a family's own task before its others
@@ -339,13 +338,14 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
     tasks = {}
     for name in sorted(results["tasks"], key=order):
         rcot = ((results_json or {}).get("tasks") or {}).get(name, {}).get("cot")
-        tasks[name] = task_numbers(name, results["tasks"][name], (config.get("tasks") or {}).get(name, {}),
+        info = config.tasks.get(name)
+        tasks[name] = task_numbers(name, results["tasks"][name], info.to_json_dict() if info else {},
                                    by_task[name], _cot_numbers(cot.get(name), rcot), cfg=cfgs.get(name))
     return {
         "model": identity.get("model"),
         "samples_sha256": file_sha256(samples_file),
-        "samples_records": len(records),
-        "samples_dropped_lines": dropped,
+        "samples_records": read.records,
+        "samples_dropped_lines": len(read.bad_lines),
         "cot_sha256": file_sha256(run / "cot.jsonl"),
         "cot_source": cot_source,
         "settings": {
@@ -354,10 +354,10 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
             "top_p": sampling.get("top_p"),
             "max_tokens": sampling.get("max_tokens"),
             "seed": identity.get("seed"),
-            "backend": backend_name(config.get("backend")),
-            "preset": config.get("preset"),
-            "dt_eval_version": config.get("dt_eval_version"),
-            "git_hash": config.get("git_hash"),
+            "backend": config.backend_name,
+            "preset": config.preset,
+            "dt_eval_version": config.dt_eval_version,
+            "git_hash": config.git_hash,
         },
         "tasks": tasks,
     }

@@ -40,13 +40,14 @@ from pydantic import (
     model_validator,
 )
 
+from dt_eval.errors import DtEvalError
 from dt_eval.util.hashing import sha256_bytes
 
 SCHEMA = "dt-eval-published/1"
 _KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(:(rubrics|hybrid))?$")
 
 
-class PublishedError(ValueError):
+class PublishedError(DtEvalError, ValueError):
     pass
 
 

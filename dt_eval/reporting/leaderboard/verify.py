@@ -134,32 +134,31 @@ def _resolve_run(m: dict[str, Any], lb_dir: Path) -> Path | None:
 
 def reextract_check(run: Path, label: str, report: VerifyReport) -> None:
     """Extract every answer again from the raw output and rescore it; compare with the records."""
-    from dt_eval.backends.base import Generation
-    from dt_eval.pipeline.records import make_sample_record
+    from dt_eval.pipeline.records import sample_record
     from dt_eval.scoring.aggregate import compute_results
-    from dt_eval.storage.rundir import latest_by_key, read_samples
+    from dt_eval.storage.rundir import RunDir
     from dt_eval.tasks.config import run_task_config
     from dt_eval.tasks.data import item_from_record
+    from dt_eval.types import Generation
 
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    records, _ = read_samples(run)
-    latest = list(latest_by_key(records).values())
+    read = RunDir(run).read()
+    config = read.config
     redone = []
     disagree: dict[str, list[str]] = defaultdict(list)
-    latest = [s for s in latest if s.get("kind") != "lm-eval"]  # scored by lm-eval, not by us
+    latest = [s for s in read.samples.values() if not s.is_lm_eval]  # lm-eval tasks: scored by lm-eval, not by us
     cfgs: dict[str, Any] = {}
     for s in latest:
-        if s["task"] not in cfgs:
-            cfgs[s["task"]] = run_task_config(s["task"], config)  # as the run recorded it
-        cfg = cfgs[s["task"]]
-        item = item_from_record(cfg, s.get("meta") or {}, s.get("index", 0), None)
-        gen = Generation(key=s["key"], text=s.get("output") or "", reasoning=s.get("reasoning"),
-                         finish_reason=s.get("finish_reason"), error=s.get("error"))
-        new = make_sample_record(cfg, s.get("index", 0), item, s["repeat"], gen, s.get("warnings") or [], None)
-        new["meta"] = s.get("meta")
+        if s.task not in cfgs:
+            cfgs[s.task] = run_task_config(s.task, config)  # as the run recorded it
+        cfg = cfgs[s.task]
+        item = item_from_record(cfg, s.meta or {}, s.index, None)
+        gen = Generation(key=s.key, text=s.output or "", reasoning=s.reasoning, finish_reason=s.finish_reason,
+                         error=s.error)
+        new = sample_record(cfg, s.index, item, s.repeat, gen, s.warnings, None)
+        new = new.model_copy(update={"meta": s.meta})
         for k in ("extracted", "prediction", "correct", "correct_raw"):
-            if new.get(k) != s.get(k):
-                disagree[s["task"]].append(f"{s['key']} ({k})")
+            if getattr(new, k) != getattr(s, k):
+                disagree[s.task].append(f"{s.key} ({k})")
                 break
         redone.append(new)
     if not disagree:

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dt_eval.storage.rundir import CONFIG, SAMPLES, RunDirError, latest_by_key, read_samples
+from dt_eval.errors import DtEvalError
+from dt_eval.storage.rundir import SAMPLES, RunDir, RunDirError
 
 
-class ViewerError(RuntimeError):
+class ViewerError(DtEvalError, RuntimeError):
     pass
 
 
@@ -35,13 +35,14 @@ def load_runs_for_view(paths: list[str | Path]) -> list[ViewRun]:
         if not (path / SAMPLES).is_file():
             raise ViewerError(f"{path}: not a dt-eval run directory (no {SAMPLES})")
         try:
-            config = json.loads((path / CONFIG).read_text(encoding="utf-8")) if (path / CONFIG).exists() else {}
-            records, dropped = read_samples(path)
-        except (RunDirError, ValueError) as e:
+            run = RunDir(path).read()  # read-only, typed; a running run has no config.json yet
+        except RunDirError as e:
             raise ViewerError(f"{path}: {e}") from None
+        config = run.config.to_json_dict() if run.config else {}
+        samples = [s.to_json_dict() for s in run.samples.values()]  # the page's rows take plain records
         cot: dict[tuple[str, str], dict[str, Any]] = {}
         for line in read_cot_records(path):
             if isinstance(line, dict) and "key" in line and "scorer" in line:
                 cot[(line["key"], line["scorer"])] = line
-        runs.append(ViewRun(path, config, list(latest_by_key(records).values()), list(cot.values()), dropped))
+        runs.append(ViewRun(path, config, samples, list(cot.values()), len(run.bad_lines)))
     return runs
