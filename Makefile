@@ -28,6 +28,7 @@ test-fast:  ## no model, no subprocess servers
 bench:  ## performance figures quoted in the README
 	$(PY) benchmarks/score_speed.py
 	$(PY) benchmarks/run_overhead.py
+	$(PY) benchmarks/analyze_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -14,6 +14,12 @@ reasoning-quality scores, from the `dt-eval` command or from Python:
     dt_eval.score_file("mmau", "predictions.json")        # as the official script scores it
     dt_eval.rescore("runs/qwen2-audio", cot="format")     # reasoning scores, no re-inference
 
+What training changed, across checkpoints (runs made with `logprobs=K` also give token entropies):
+
+    dt_eval.analyze.tokens(["runs/step-0", "runs/step-100"], output="analysis/tokens")
+    dt_eval.analyze.gating("Qwen/Qwen3-Omni-30B-A3B-Thinking", ["ckpt/step-200"], tasks="mmar",
+                           output="analysis/gating")          # MoE routing shift by layer
+
 `await dt_eval.evaluate_async(...)` takes the same arguments; `evaluate` also works inside a
 running event loop (a notebook cell). Errors dt-eval raises for bad input derive from
 `DtEvalError` (bad arguments: `UsageError`).
@@ -42,15 +48,19 @@ _LAZY = {
     "UsageError": "dt_eval.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+_SUBMODULES = ("analyze",)  # `dt_eval.analyze.tokens(...)` after a plain `import dt_eval`
+
+__all__ = ["__version__", *_LAZY, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dt_eval.{name}")  # importing it sets the attribute
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dt_eval' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

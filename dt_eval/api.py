@@ -51,6 +51,7 @@ RUN_OPTIONS: dict[str, Any] = {
     "judge_model": None,  # default: gpt-4o-2024-11-20 (the MMAR-Rubrics challenge's judge)
     "embedder": None,  # sentence-transformers model for cot (default: offline all-MiniLM-L6-v2)
     "lm_eval_include_path": None,  # extra lm-eval task configs for lm-eval:NAME tasks
+    "logprobs": None,  # K: record each token's log-probability and entropy (K top alternatives from servers)
     "backend_options": None,  # backend-specific extras (BackendSettings.options), e.g. {"engine_args": {...}}
     "on_event": None,  # a callable given the run's messages (warnings, resume notes) instead of stderr
 }
@@ -221,6 +222,10 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise UsageError(f"limit must be an integer >= 1, got {limit!r}")
+    k = o["logprobs"]
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise UsageError(f"logprobs must be an integer >= 1 (top alternatives per token: the entropy needs them), "
+                         f"got {k!r}")
     lm_tasks = [t for t in task_list if is_lm_eval_task(t)]
     if lm_tasks:
         from dt_eval.integrations.lmeval.textrun import check_lm_eval_tasks
@@ -249,6 +254,7 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
     opts.timeout_s, opts.max_retries, opts.device, opts.dtype = o["timeout"], o["max_retries"], o["device"], o["dtype"]
     opts.progress = bool(o["progress"])
     opts.lm_eval_include_path = o["lm_eval_include_path"]
+    opts.logprobs = k
     if repeats > 1 and opts.sampling.temperature == 0:
         notes.append("warning: --repeats with temperature 0 gives identical samples; set --gen-kwargs temperature=...")
     if command is None:
@@ -323,9 +329,12 @@ def evaluate(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
         arguments resumes: finished samples are read back, never generated twice.
     **options: concurrency, batch_size, gen_kwargs (str or dict), thinking ("on"/"off"), preset,
         system_prompt, seed, retry_errors, audio_window, timeout, max_retries, device, dtype,
-        progress, cot, judge_url, judge_model, embedder, lm_eval_include_path, backend_options
-        (BackendSettings.options for the backend's factory), on_event (a callable given the
-        run's messages instead of stderr); see RUN_OPTIONS.
+        progress, cot, judge_url, judge_model, embedder, lm_eval_include_path, logprobs (K:
+        each sample records its tokens' log-probabilities and entropies, for
+        `dt_eval.analyze.tokens`; servers are asked for the K most likely alternatives, the hf
+        backend computes exact entropies), backend_options (BackendSettings.options for the
+        backend's factory), on_event (a callable given the run's messages instead of stderr);
+        see RUN_OPTIONS.
 
     Returns RunResults: `.tasks["mmau"].accuracy` (percent), its breakdowns and counts, and
     `.samples` (typed SampleRecords). Failed samples do not raise: they are error records,

@@ -37,9 +37,13 @@ class RunOptions:
     dtype: str | None = None
     progress: bool = True
     lm_eval_include_path: str | None = None  # extra lm-eval task configs for lm-eval:NAME tasks
+    logprobs: int | None = None  # record per-token log-probabilities, with K top alternatives
 
     def identity(self) -> dict[str, Any]:
-        """Settings that change what the model is asked: a resumed run must match them."""
+        """Settings that change what the model is asked, or what each sample records: a resumed
+        run must match them. `logprobs` is one: a run resumed with another K (or none) would hold
+        records whose entropies are not comparable (or missing). Older runs have no such key, read
+        as None, so they resume as before."""
         return {
             "model": self.model,
             "sampling": self.sampling.to_dict(),
@@ -47,6 +51,7 @@ class RunOptions:
             "seed": self.seed,
             "audio_rate": self.audio_rate,
             "audio_window_s": self.audio_window_s,
+            "logprobs": self.logprobs,
         }
 
 

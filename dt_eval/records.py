@@ -112,7 +112,8 @@ class SampleRecord(_Record):
     correct_raw: bool | None = None  # ... on the raw post-reasoning output
     metrics: JsonObject = None  # lm-eval: its per-sample metrics
     target: Any = None  # lm-eval: the doc's target
-    logprobs: JsonObject = None  # reserved: per-token log-probabilities of the output
+    logprobs: JsonObject = None  # per-token log-probabilities and entropies (runs with logprobs=K;
+    #                              the compact format of dt_eval/pipeline/logprobs.py)
 
     @field_validator("id", "key", "task", mode="before")
     @classmethod

@@ -105,6 +105,21 @@ class GenerationRequest:
     sampling: SamplingConfig
     # Chat-template switches such as {"enable_thinking": True} (Qwen3 family).
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Per-token log-probabilities wanted, with this many top alternatives (None: none wanted).
+    logprobs: int | None = None
+
+
+@dataclass
+class TokenLogprobs:
+    """Per-token log-probabilities of one generation (`GenerationRequest.logprobs`), one entry per
+    completion token; the record keeps them compactly (dt_eval/pipeline/logprobs.py)."""
+
+    tokens: list[str]  # each completion token as text
+    logprob: list[float]  # of the chosen token (nats)
+    entropy: list[float]  # of the position's next-token distribution (nats): exact, or from the top-K
+    k: int | None  # None: entropies exact over the whole vocabulary; K: estimated from K listed tokens
+    # the top alternatives per position as (token, logprob), for servers that return them
+    top: list[list[tuple[str, float]]] | None = None
 
 
 @dataclass
@@ -118,6 +133,7 @@ class Generation:
     latency_s: float | None = None
     error: str | None = None  # set when the request failed after retries
     backend_info: dict[str, Any] = field(default_factory=dict)  # e.g. which server answered
+    logprobs: TokenLogprobs | None = None  # when the request asked for them and the backend gave them
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,9 @@
 """`dt-eval analyze tokens` end to end on a short trained_recipe CPU run: the format-trained tiny
 audio LM (the recipe's smoke-test start model), 3 GRPO steps with a checkpoint each, every
-checkpoint (and the start model) run with `dt-eval run --backend hf` on a fake benchmark, then
-the analysis reads the steps from the checkpoints' dt_recipe.json."""
+checkpoint (and the start model) run with the hf backend recording log-probabilities
+(`dt_eval.evaluate(..., logprobs=5)`, i.e. `dt-eval run --logprobs 5`) on a fake benchmark, then
+the analysis reads the steps from the checkpoints' dt_recipe.json and reports the reasoning-token
+entropy per checkpoint."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import dt_eval
 
 torch = pytest.importorskip("torch")
 
@@ -57,9 +61,11 @@ def checkpoint_runs(tmp_path_factory):
     runs = []
     for i, model in enumerate([start, *checkpoints]):
         out = root / f"eval{i}"
-        proc = _dt_eval("run", "--tasks", "mmau", "--model", model, "--backend", "hf", "--data-dir", f"mmau={bench}",
-                        "--output", out, "--batch-size", "4", "--gen-kwargs", "max_tokens=24", "--no-progress")
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        # the runs record log-probabilities (hf backend: exact entropies), for the entropy per checkpoint
+        res = dt_eval.evaluate("mmau", str(model), backend="hf", data_dirs={"mmau": str(bench)}, output=out,
+                               batch_size=4, gen_kwargs="max_tokens=24", logprobs=5, progress=False,
+                               on_event=lambda m: None)
+        assert all(s.logprobs and s.error is None for s in res.samples)
         runs.append(out)
     return {"start": start, "runs": runs, "root": root}
 
@@ -71,13 +77,23 @@ def test_tokens_across_recipe_checkpoints(checkpoint_runs):
     res = json.loads((out / "tokens.json").read_text())
     # the start model is the checkpoints' base_model: step 0; the checkpoints carry 1, 2, 3
     assert res["steps"] == [0, 1, 2, 3] and "dt_recipe.json" in res["step_source"]
-    assert res["items"] == 4 and res["token_unit"] == "words"
+    assert res["items"] == 4 and res["token_unit"] == "model tokens (logprobs)"
     cps = res["checkpoints"]
     assert cps[0]["chains_with_reasoning"] > 0  # the format model writes a reasoning block
-    for c, run in zip(cps, runs):  # lengths are those of the runs' own reasoning records
+    for c, run in zip(cps, runs):  # lengths and entropies are those of the runs' own records
         recs = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
         words = [len(re.findall(r"\w+", (r["reasoning_text"] or "").lower())) for r in recs]
         assert c["reasoning_words"]["mean"] == pytest.approx(sum(words) / len(words))
+        spans = [r["logprobs"]["reasoning_tokens"] for r in recs]
+        for r, n in zip(recs, spans):  # the reasoning tokens end at </think> when the output closed it
+            assert len(r["logprobs"]["tokens"]) >= n and len(r["logprobs"]["tokens"]) >= r["completion_tokens"]
+            if "</think>" in r["output"]:
+                assert "".join(r["logprobs"]["tokens"][:n]).endswith("</think>")
+        ents = [h for r, n in zip(recs, spans) for h in r["logprobs"]["entropy"][:n]]
+        assert c["entropy"]["k"] == [None] and c["entropy"]["tokens"] == len(ents) > 0
+        assert c["entropy"]["mean_per_token"] == pytest.approx(sum(ents) / len(ents))
+        assert c["reasoning_tokens"]["mean"] == pytest.approx(sum(spans) / len(spans))
+    assert len({round(c["entropy"]["mean_per_token"], 4) for c in cps}) > 1  # training moved the distribution
     assert cps[-1]["token_divergence"]["to_final"] == 0.0
     assert res["emergence"]["crystallized"] == sorted(res["emergence"]["crystallized"])
     for f in ("tokens_emergence.png", "tokens_divergence.png", "tokens_length_entropy.png", "tokens.md"):

@@ -242,3 +242,10 @@ def test_cli_tokens_end_to_end_without_torch(planted_runs, tmp_path):
     bad = subprocess.run([sys.executable, "-c", _PROBE, "analyze", "tokens", *map(str, planted_runs[::-1]),
                           "--steps", "5,4,3,2,1,0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert "error: steps" in bad.stderr and "EXIT:2" in bad.stderr
+
+
+def test_the_analyses_are_in_the_package_api_without_torch():
+    probe = ("import sys, dt_eval; f = (dt_eval.analyze.tokens, dt_eval.analyze.gating); "
+             "print(all(x.__doc__ for x in f), sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "True []", out.stderr

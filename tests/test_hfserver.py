@@ -308,6 +308,33 @@ def test_stop_string_and_length(server):
 
 
 @pytest.mark.slow
+def test_logprobs_with_top_alternatives(server):
+    """`logprobs` + `top_logprobs` as vLLM returns them: every completion token, the reasoning
+    included; greedy, so the chosen token is each position's most likely one."""
+    status, body, _ = _chat(server, _messages("rising"), logprobs=True, top_logprobs=3)
+    assert status == 200, body
+    choice = body["choices"][0]
+    content = choice["logprobs"]["content"]
+    msg = choice["message"]
+    text = "".join(e["token"] for e in content)
+    assert text == "<think>" + msg["reasoning"] + "</think>" + msg["content"] + "<|im_end|>"
+    assert len(content) == body["usage"]["completion_tokens"]
+    for e in content:
+        assert e["bytes"] == list(e["token"].encode()) and e["logprob"] <= 0
+        top = e["top_logprobs"]
+        assert len(top) == 3 and [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
+        assert (top[0]["token"], top[0]["logprob"]) == (e["token"], e["logprob"])
+    # cut by a stop string: the tokens up to the one that completed it, as completion_tokens
+    status, body, _ = _chat(server, _messages("rising"), logprobs=True, stop=["goes"])
+    content = body["choices"][0]["logprobs"]["content"]
+    assert len(content) == body["usage"]["completion_tokens"] and "".join(e["token"] for e in content).endswith("goes")
+    assert all(e["top_logprobs"] == [] for e in content)  # top_logprobs defaults to 0
+    # without the reasoning there are no logprobs (vLLM leaves them out too); without logprobs: null
+    assert _chat(server, _messages("rising"), logprobs=True, include_reasoning=False)[1]["choices"][0]["logprobs"] is None
+    assert _chat(server, _messages("rising"))[1]["choices"][0]["logprobs"] is None
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("change,status,param", [
     ({"messages": _messages(type="audio_url", audio_url={"url": "http://example.com/a.wav"})}, 400, "messages"),
     ({"messages": _messages(type="audio_url", audio_url={"url": "file:///etc/passwd"})}, 400, "messages"),
@@ -324,6 +351,10 @@ def test_stop_string_and_length(server):
     ({"temperature": -1}, 400, "temperature"),
     ({"max_tokens": 0}, 400, "max_tokens"),
     ({"structured_outputs": {"choice": ["a", "b"]}}, 400, "structured_outputs"),
+    ({"top_logprobs": 2}, 400, "top_logprobs"),  # needs logprobs: true (as vLLM)
+    ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
+    ({"logprobs": "yes"}, 400, "logprobs"),
+    ({"logprobs": True, "stream": True}, 400, "logprobs"),  # non-streamed only, said rather than dropped
 ])
 def test_bad_requests(server, change, status, param):
     body = {"model": NAME, "messages": _messages("rising"), "max_tokens": 8, "temperature": 0, **change}

@@ -59,6 +59,35 @@ def bench_and_hf(det_model_dir, tmp_path_factory):
     return root, bench, by_id(hf_run)
 
 
+def run_api(python, timeout=900, **kw):
+    """dt_eval.evaluate(**kw) in `python` (options the CLI may not have yet, e.g. logprobs)."""
+    code = f"import dt_eval; dt_eval.evaluate(**{kw!r}, progress=False)"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | VLLM_ENV, cwd=REPO)
+    assert proc.returncode == 0, f"{kw}\n{proc.stderr[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def hf_logprobs(bench_and_hf, det_model_dir):
+    """The hf backend's exact log-probabilities and entropies on the same items."""
+    root, bench, _ = bench_and_hf
+    run_api(sys.executable, tasks="mmau", model=str(det_model_dir), backend="hf", data_dirs={"mmau": str(bench)},
+            output=str(root / "hf-logprobs"), logprobs=3)
+    return by_id(root / "hf-logprobs")
+
+
+def assert_logprobs_match_hf(hf, got, k):
+    """vLLM's top-K log-probabilities against the hf backend's exact ones, token by token."""
+    assert hf.keys() == got.keys()
+    for key in hf:
+        a, b = hf[key]["logprobs"], got[key]["logprobs"]
+        assert b["k"] == k and a["k"] is None
+        assert b["tokens"] == a["tokens"] and b["reasoning_tokens"] == a["reasoning_tokens"]
+        assert b["tokens"][b["reasoning_tokens"] - 1] == "</think>"
+        assert b["logprob"] == pytest.approx(a["logprob"], abs=2e-3)
+        assert all(h <= exact + 2e-3 for h, exact in zip(b["entropy"], a["entropy"]))  # a lower bound
+
+
 def assert_same(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -67,7 +96,7 @@ def assert_same(a, b):
         assert a[k]["extracted"]["answer_text"] == b[k]["extracted"]["answer_text"]
 
 
-def test_serve_then_openai_backend_matches_hf(bench_and_hf, det_model_dir):
+def test_serve_then_openai_backend_matches_hf(bench_and_hf, hf_logprobs, det_model_dir):
     root, bench, hf = bench_and_hf
     assert all(r["correct"] for r in hf.values())  # the deterministic model answers every sweep
     port = free_port()
@@ -94,6 +123,12 @@ def test_serve_then_openai_backend_matches_hf(bench_and_hf, det_model_dir):
         assert_same(hf, got)
         # the server split the reasoning (reasoning parser), the harness did not have to
         assert all(r["reasoning"] for r in got.values())
+        # logprobs: vLLM returns them for every completion token, the reasoning included
+        run_api(sys.executable, tasks="mmau", model="tiny", preset="tiny-qwen2audio", backend="openai",
+                base_urls=url, data_dirs={"mmau": str(bench)}, output=str(root / "openai-logprobs"), logprobs=3)
+        lp_run = by_id(root / "openai-logprobs")
+        assert all(r["reasoning"] for r in lp_run.values())
+        assert_logprobs_match_hf(hf_logprobs, lp_run, 3)
     finally:
         os.killpg(server.pid, signal.SIGINT)  # what Ctrl-C does
         try:
@@ -114,3 +149,12 @@ def test_inprocess_vllm_backend_matches_hf(bench_and_hf, det_model_dir):
     got = by_id(run)
     assert_same(hf, got)
     assert all(r["reasoning"] is None for r in got.values())  # offline engine: the harness split it
+
+
+def test_inprocess_vllm_backend_logprobs(bench_and_hf, hf_logprobs, det_model_dir):
+    root, bench, hf = bench_and_hf
+    run_api(VLLM_PY, tasks="mmau", model=str(det_model_dir), backend="vllm", dtype="float32",
+            data_dirs={"mmau": str(bench)}, output=str(root / "vllm-logprobs"), logprobs=3)
+    got = by_id(root / "vllm-logprobs")
+    assert_same(hf, got)
+    assert_logprobs_match_hf(hf_logprobs, got, 3)

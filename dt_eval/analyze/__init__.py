@@ -1,4 +1,5 @@
-"""Checkpoint analyses of what training changed (`dt-eval analyze`; see README.md here).
+"""Checkpoint analyses of what training changed (`dt-eval analyze`; the definitions are in the
+project README, "Analyses of training checkpoints").
 
     dt_eval.analyze.gating(base, [tuned, ...], tasks=["mmar"], output="out/gating", responses="runs/x")
     dt_eval.analyze.tokens(["runs/step0", "runs/step100", ...], output="out/tokens")

@@ -3,14 +3,14 @@ training order -> length, token entropy, distribution drift, and the crystallize
 
 The `logprobs` field of a sample record
 ---------------------------------------
-What `dt-eval run --logprobs K` stores per sample (backends fill it with :func:`logprobs_field`;
-this module only reads it). One short list per completion token, floats rounded to 4 decimals:
+What `dt-eval run --logprobs K` stores per sample (dt_eval/pipeline/logprobs.py writes it; this
+module only reads it). One short list per completion token, floats rounded to 4 decimals:
 
     "logprobs": {
       "k": 5,                    # top-K the backend asked for; null = entropy computed exactly
                                  #   over the full vocabulary (the hf backend can: it has the logits)
       "reasoning_tokens": 812,   # the first 812 tokens are the reasoning, through </think>;
-                                 #   null = unknown (then found from the </think> token)
+                                 #   null = unknown (then found from the </think> token again)
       "tokens": ["<think>", "\\n", "The", ...],   # completion tokens, as text
       "logprob": [-0.0012, ...], # log-probability (nats) of each sampled token
       "entropy": [0.0153, ...]   # entropy (nats) of each position's next-token distribution:
@@ -18,9 +18,11 @@ this module only reads it). One short list per completion token, floats rounded 
     }
 
 OpenAI-compatible servers: `logprobs: true, top_logprobs: K` gives, per token, the sampled
-token's logprob and the K most likely ones; transformers: `output_logits=True` in generate (the
-raw logits: same distribution as vLLM's default raw logprobs; `output_scores` are after the
-sampling processors). The entropy is that of whatever distribution the backend reports.
+token's logprob and K listed alternatives (vLLM: every completion token, the reasoning included;
+it lists the sampled token first, so off the top-K it is that token + the top K-1); the vLLM
+engine: SamplingParams(logprobs=K), the top-K by rank; transformers (hf backend): each step's raw
+logits, read by a forward hook (the distribution `output_logits` gives, as vLLM's default
+`raw_logprobs`: before temperature, top-k/top-p and penalties), entropy exact over the vocabulary.
 
 Top-K entropy, and its bias
 ---------------------------
@@ -32,9 +34,10 @@ low on flat positions, and lower the smaller K: compare checkpoints at the same 
 
 Measures (per checkpoint, over the items present without error in every run)
 -----------------------------------------------------------------------------
-- reasoning length in words (always) and in tokens (the logprobs tokens, else `tokenizer`'s);
+- reasoning length in words (always) and in tokens (`tokenizer`'s when given, else the logprobs
+  tokens);
 - reasoning-token entropy: mean over all reasoning tokens (pooled) and over chains;
-- the distribution of reasoning tokens (the token unit: logprobs tokens, tokenizer tokens, or
+- the distribution of reasoning tokens (the token unit: tokenizer tokens, logprobs tokens, or
   words) and of word n-grams, and its Jensen-Shannon divergence (bits) to the final and to the
   previous checkpoint;
 - crystallized n-grams: the document frequency of a word n-gram (share of the items whose
@@ -59,10 +62,15 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval.analyze.runs import AnalyzeError, RunData, load_run
+from dt_eval.pipeline.logprobs import (  # noqa: F401
+    DIGITS,
+    logprobs_field,
+    reasoning_span,
+    topk_entropy,
+)
 from dt_eval.records import SampleRecord
 
 FORMAT = "dt-eval-tokens/1"
-DIGITS = 4
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _STEP_IN_PATH = re.compile(r"(?:step|checkpoint|ckpt|global_step)[-_]?(\d+)", re.I)
 
@@ -70,46 +78,12 @@ _STEP_IN_PATH = re.compile(r"(?:step|checkpoint|ckpt|global_step)[-_]?(\d+)", re
 # ------------------------------------------------------------------ the logprobs record
 
 
-def topk_entropy(top_logprobs: Sequence[float]) -> float:
-    """Entropy estimate (nats) of one position's distribution from its top-K log-probabilities:
-    the listed tokens plus the unlisted mass as one outcome (a lower bound; see the module doc)."""
-    ps = [math.exp(lp) for lp in top_logprobs if lp is not None and lp > -math.inf]
-    h = -sum(p * math.log(p) for p in ps if p > 0)
-    rest = 1.0 - sum(ps)
-    if rest > 1e-12:
-        h -= rest * math.log(rest)
-    return max(h, 0.0)
-
-
-def logprobs_field(tokens: Sequence[str], logprobs: Sequence[float], entropies: Sequence[float], k: int | None,
-                   reasoning_tokens: int | None) -> dict[str, Any]:
-    """The compact per-sample `logprobs` record (see the module doc); validates the lengths."""
-    if not (len(tokens) == len(logprobs) == len(entropies)):
-        raise ValueError(f"tokens, logprob and entropy differ in length: {len(tokens)}, {len(logprobs)}, "
-                         f"{len(entropies)}")
-    if reasoning_tokens is not None and not 0 <= reasoning_tokens <= len(tokens):
-        raise ValueError(f"reasoning_tokens={reasoning_tokens} outside 0..{len(tokens)}")
-    return {"k": k, "reasoning_tokens": reasoning_tokens, "tokens": list(tokens),
-            "logprob": [round(float(x), DIGITS) for x in logprobs],
-            "entropy": [round(float(x), DIGITS) for x in entropies]}
-
-
-def _reasoning_span(lp: dict[str, Any], reasoning_text: str | None) -> int | None:
-    """How many leading tokens are reasoning: the recorded count, else through the last </think>."""
+def _reasoning_span(lp: dict[str, Any], rec: SampleRecord | dict[str, Any]) -> int | None:
+    """How many leading tokens are reasoning: the recorded count, else found from the tokens."""
     n = lp.get("reasoning_tokens")
     if n is not None:
         return int(n)
-    text, ends = "", []
-    for t in lp["tokens"]:
-        text += t
-        ends.append(len(text))
-    close = text.lower().rfind("</think>")
-    if close >= 0:
-        stop = close + len("</think>")
-        return next(i + 1 for i, e in enumerate(ends) if e >= stop)
-    if "<think>" in text.lower():
-        return len(ends)  # cut off while reasoning
-    return 0 if not reasoning_text else None  # reasoning split off elsewhere: boundary unknown
+    return reasoning_span(lp["tokens"], rec.get("reasoning"), rec.get("output"))
 
 
 @dataclass
@@ -126,7 +100,7 @@ def read_logprobs(rec: SampleRecord | dict[str, Any]) -> ReasoningLogprobs | Non
         return None
     if not (len(lp["tokens"]) == len(lp.get("entropy") or []) == len(lp.get("logprob") or [])):
         return None
-    n = _reasoning_span(lp, _reasoning_text(rec))
+    n = _reasoning_span(lp, rec)
     if n is None:
         return None
     return ReasoningLogprobs(k=lp.get("k"), tokens=lp["tokens"][:n], entropy=[float(x) for x in lp["entropy"][:n]])
@@ -281,9 +255,13 @@ def crystallization(freqs: list[dict[str, float]], steps: list[int], threshold: 
 
 
 def _unit_source(runs: list[RunData], keys: list[str], tokenizer: str | None) -> str:
+    """The token unit: the tokenizer asked for, else the recorded tokens when every sample has
+    them, else words."""
+    if tokenizer:
+        return "tokenizer tokens"
     if all(read_logprobs(r.samples[k]) is not None for r in runs for k in keys):
         return "model tokens (logprobs)"
-    return "tokenizer tokens" if tokenizer else "words"
+    return "words"
 
 
 def tokens(runs: Sequence[str | Path], steps: Sequence[int] | None = None, *, output: str | Path | None = None,
@@ -377,6 +355,10 @@ def tokens(runs: Sequence[str | Path], steps: Sequence[int] | None = None, *, ou
         for name, fn in CHECKPOINT_MEASURES.items():
             entry[name] = fn(cp)
         checkpoints.append(entry)
+    ks = {k for c in checkpoints if c["entropy"] for k in c["entropy"]["k"]}
+    if len(ks) > 1:  # a top-K entropy is a lower bound that depends on K: not comparable across K
+        shown = ", ".join("exact" if k is None else f"top-{k}" for k in sorted(ks, key=lambda x: (x is None, x)))
+        notes.append(f"entropies were computed differently across the runs ({shown}): compare them at the same K")
     result = {
         "format": FORMAT, "runs": [str(r.path) for r in loaded], "steps": step_list, "step_source": step_source,
         "items": len(keys), "token_unit": unit, "tokenizer": tokenizer if tok is not None else None,

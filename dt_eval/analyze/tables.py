@@ -78,4 +78,6 @@ def tokens_markdown(result: dict[str, Any]) -> str:
                            tablefmt="github"), ""]
         if len(cr) > 50:
             lines.append(f"... {len(cr) - 50} more in tokens.json")
+    if result.get("notes"):  # e.g. entropies computed at different K, items left out
+        lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]
     return "\n".join(lines)

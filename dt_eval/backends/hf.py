@@ -1,11 +1,13 @@
 """transformers backend: batched generate on CPU or GPU; loads local paths and hub ids.
 
 The model class comes from the checkpoint's own config (`architectures`), so any HF audio-LM
-whose processor takes `audio=` works, not only Qwen2-Audio.
+whose processor takes `audio=` works, not only Qwen2-Audio. Requests with `logprobs` get each
+token's log-probability and the exact entropy of its full-vocabulary distribution (hf_logprobs.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -84,6 +86,9 @@ class HFBackend(LocalBatchedBackend):
 
     def _generate_batch(self, batch: list[GenerationRequest]) -> list[Generation]:
         import torch
+        from transformers import StoppingCriteriaList
+
+        from dt_eval.backends.hf_logprobs import StepRecorder
 
         t0 = time.monotonic()
         texts, audios = [], []
@@ -96,21 +101,29 @@ class HFBackend(LocalBatchedBackend):
                                 padding=True)
         inputs = inputs.to(self.device)
         s = batch[0].sampling
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **generate_kwargs(s))
+        k = batch[0].logprobs  # callers batch requests of the same settings (runner, hfserver)
+        recorder = StepRecorder(self.model, k) if k is not None else None  # 0: no alternatives (hfserver)
+        extra = {"stopping_criteria": StoppingCriteriaList([recorder])} if recorder is not None else {}
+        with torch.inference_mode(), (recorder if recorder is not None else contextlib.nullcontext()):
+            out = self.model.generate(**inputs, **generate_kwargs(s), **extra)
         prompt_len = inputs["input_ids"].shape[1]
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         pad = self.tokenizer.pad_token_id
         elapsed = time.monotonic() - t0
-        results = []
-        for i, r in enumerate(batch):
+        kept = []
+        for i in range(len(batch)):
             new = out[i, prompt_len:].tolist()
             n = len(new)
             for j, tok in enumerate(new):
                 if tok in eos_ids:
                     n = j + 1
                     break
+            kept.append((new, n))
+        logprobs = ([None] * len(batch) if recorder is None
+                    else recorder.rows(self.tokenizer, [new[:n] for new, n in kept]))
+        results = []
+        for i, (r, (new, n), lp) in enumerate(zip(batch, kept, logprobs)):
             stopped = n < len(new) or (n and new[n - 1] in eos_ids)
             text = self.tokenizer.decode(new[:n], skip_special_tokens=True)
             mask = inputs["attention_mask"][i] if "attention_mask" in inputs else None
@@ -122,6 +135,7 @@ class HFBackend(LocalBatchedBackend):
                 completion_tokens=len([t for t in new[:n] if t != pad or t in eos_ids]),
                 latency_s=elapsed,
                 backend_info={"batch": len(batch)},
+                logprobs=lp,
             ))
         return results
 

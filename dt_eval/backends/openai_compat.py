@@ -17,7 +17,11 @@ What it does:
 - the API key goes only into the Authorization header: never into describe(), repr(), errors
   or logs (any echo of it by a server is redacted);
 - a base URL with `user:password@` is sent HTTP basic auth (`Authorization: Basic`, in place of
-  the bearer key) and used without its userinfo; the credentials never appear in what it shows.
+  the bearer key) and used without its userinfo; the credentials never appear in what it shows;
+- a request with `logprobs=K` asks for `logprobs: true, top_logprobs: K` and reads
+  `choices[0].logprobs.content`: every completion token, the reasoning included (vLLM computes them
+  over all output tokens before its reasoning parser splits the text); a server that sends none
+  leaves the answer as it is, with `logprobs_missing` in its backend_info.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import aiohttp
 
 from dt_eval.backends.base import Generation, GenerationRequest
 from dt_eval.pipeline.audio import wav_base64
+from dt_eval.pipeline.logprobs import topk_entropy
+from dt_eval.types import TokenLogprobs
 from dt_eval.util.redact import (
     basic_auth_header,
     redact_text,
@@ -128,6 +134,8 @@ def _sampling_fields(req: GenerationRequest) -> dict[str, Any]:
         )
     body.update(extra)
     body.pop("stream", None)  # this backend reads whole (non-streamed) answers
+    if req.logprobs is not None:  # after the extras: the run's --logprobs decides, not a stray gen-kwarg
+        body["logprobs"], body["top_logprobs"] = True, int(req.logprobs)
     return body
 
 
@@ -195,6 +203,28 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):  # some servers return content parts
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return str(content)
+
+
+def read_logprobs(choice: dict[str, Any], k: int) -> tuple[TokenLogprobs | None, str | None]:
+    """(per-token log-probabilities, None) from a chat choice's `logprobs.content`, or (None, why
+    not). The entropy of each position is estimated from its `top_logprobs` (topk_entropy)."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        return None, "the server returned no logprobs.content"
+    tokens, chosen, entropy, top = [], [], [], []
+    try:
+        for entry in content:
+            alts = [(str(a["token"]), float(a["logprob"])) for a in entry["top_logprobs"]]
+            if not alts:
+                return None, "the server returned no top_logprobs"
+            tokens.append(str(entry["token"]))
+            chosen.append(float(entry["logprob"]))
+            entropy.append(topk_entropy([lp for _, lp in alts]))
+            top.append(alts)
+    except (KeyError, TypeError, ValueError):
+        return None, "malformed logprobs.content from the server"
+    return TokenLogprobs(tokens=tokens, logprob=chosen, entropy=entropy, k=k, top=top), None
 
 
 class _Server:
@@ -450,11 +480,11 @@ class OpenAIBackend:
                     server = self._pick(tried)
                     tried[server.index] = tried.get(server.index, 0) + 1
                     try:
-                        gen = await self._attempt(server, req.key, body)
+                        gen = await self._attempt(server, req.key, body, req.logprobs)
                     except _Attempt as e:
                         failure = e
                     else:
-                        gen.backend_info = {"base_url": server.display, "attempts": attempts}
+                        gen.backend_info = {**gen.backend_info, "base_url": server.display, "attempts": attempts}
                         if errors:
                             gen.backend_info["retried_errors"] = errors
                         return gen
@@ -479,7 +509,7 @@ class OpenAIBackend:
         log.debug("request %s failed: %s", req.key, message)
         return Generation(key=req.key, error=message, backend_info=info)
 
-    async def _attempt(self, server: _Server, key: str, body: bytes) -> Generation:
+    async def _attempt(self, server: _Server, key: str, body: bytes, logprobs_k: int | None = None) -> Generation:
         server.inflight += 1
         server.sent += 1
         t0 = time.perf_counter()
@@ -520,6 +550,7 @@ class OpenAIBackend:
             if reasoning is None:
                 reasoning = message.get("reasoning_content")
             usage = data.get("usage") or {}
+            logprobs, missing = read_logprobs(choice, logprobs_k) if logprobs_k is not None else (None, None)
             server.succeeded += 1
             return Generation(
                 key=key,
@@ -529,6 +560,8 @@ class OpenAIBackend:
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
                 latency_s=latency,
+                logprobs=logprobs,
+                backend_info={"logprobs_missing": missing} if missing else {},
             )
         except _Attempt:
             server.failed += 1

@@ -1,7 +1,8 @@
 """vLLM in-process engine: `LLM.generate` with `multi_modal_data`, the fastest path on a GPU box.
 
 The offline engine does not split reasoning (the server's reasoning parser does that), so the
-harness splits `<think>` blocks itself, like for the `hf` backend.
+harness splits `<think>` blocks itself, like for the `hf` backend. Requests with `logprobs=K` get
+SamplingParams(logprobs=K): each token's log-probability and its top-K (read_logprobs).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dt_eval.backends.base import (
     SamplingConfig,
 )
 from dt_eval.backends.hf import to_hf_messages
+from dt_eval.pipeline.logprobs import topk_entropy
+from dt_eval.types import TokenLogprobs
 
 
-def sampling_params(s: SamplingConfig):
+def sampling_params(s: SamplingConfig, logprobs: int | None = None):
     from vllm import SamplingParams
 
     kw: dict[str, Any] = {"max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
@@ -28,7 +31,30 @@ def sampling_params(s: SamplingConfig):
     if s.repetition_penalty:
         kw["repetition_penalty"] = s.repetition_penalty
     kw |= {k: v for k, v in s.extra.items() if k not in ("chat_template_kwargs",)}
+    if logprobs is not None:
+        kw["logprobs"] = logprobs
     return SamplingParams(**kw)
+
+
+def read_logprobs(token_ids: Any, positions: Any, k: int, decode: Any) -> TokenLogprobs | None:
+    """A completion's per-token log-probabilities from vLLM's per-position {token id: Logprob}
+    (the chosen token, with its rank, and the top-K by rank 1..K). The entropy of a position is
+    estimated from its top-K (topk_entropy); vLLM's default logprobs are of the raw distribution."""
+    if positions is None:
+        return None
+    tokens, chosen, entropy, top = [], [], [], []
+    for tid, pos in zip(token_ids, positions):
+        if not pos or tid not in pos:
+            return None
+        me = pos[tid]
+        ranked = sorted(((lp.rank, t, lp) for t, lp in pos.items() if lp.rank is not None and lp.rank <= k),
+                        key=lambda x: x[0])
+        tokens.append(me.decoded_token if me.decoded_token is not None else decode(tid))
+        chosen.append(float(me.logprob))
+        entropy.append(topk_entropy([float(lp.logprob) for _, _, lp in ranked]))
+        top.append([(lp.decoded_token if lp.decoded_token is not None else decode(t), float(lp.logprob))
+                    for _, t, lp in ranked])
+    return TokenLogprobs(tokens=tokens, logprob=chosen, entropy=entropy, k=k, top=top)
 
 
 def engine_args_from_preset(preset: Any) -> dict[str, Any]:
@@ -88,15 +114,21 @@ class VLLMBackend(LocalBatchedBackend):
             if audio:  # text-only requests (lm-eval text tasks) carry no multi_modal_data
                 prompt["multi_modal_data"] = {"audio": audio[0] if len(audio) == 1 else audio}
             prompts.append(prompt)
-        outs = self.llm.generate(prompts, [sampling_params(r.sampling) for r in batch], use_tqdm=False)
+        outs = self.llm.generate(prompts, [sampling_params(r.sampling, r.logprobs) for r in batch], use_tqdm=False)
         elapsed = time.monotonic() - t0
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+
+        def decode(t: int) -> str:
+            return tokenizer.decode([t], skip_special_tokens=False)
+
         results = []
         for r, o in zip(batch, outs):
             c = o.outputs[0]
+            lp = read_logprobs(c.token_ids, c.logprobs, r.logprobs, decode) if r.logprobs is not None else None
             results.append(Generation(
                 key=r.key, text=c.text, finish_reason=c.finish_reason,
                 prompt_tokens=len(o.prompt_token_ids or []), completion_tokens=len(c.token_ids),
-                latency_s=elapsed, backend_info={"batch": len(batch)},
+                latency_s=elapsed, backend_info={"batch": len(batch)}, logprobs=lp,
             ))
         return results
 

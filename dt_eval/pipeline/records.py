@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from dt_eval.pipeline.extract import split_reasoning
+from dt_eval.pipeline.logprobs import record_field
 from dt_eval.records import SCHEMA_VERSION, ExtractedAnswer, SampleRecord
 from dt_eval.scoring.aggregate import score_one
 from dt_eval.scoring.submission import extracted_prediction, task_extract
@@ -56,6 +57,11 @@ def sample_record(cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Gener
     if rec["error"]:
         rec |= {"prediction": "", "reasoning_text": None, "extracted": None, "correct": False, "correct_raw": False}
         return SampleRecord(**rec)
+    if gen.logprobs is not None:
+        try:
+            rec["logprobs"] = record_field(gen.logprobs, gen.reasoning, gen.text)
+        except ValueError as e:  # inconsistent per-token lists: keep the answer, say why they are missing
+            rec["warnings"] = [*warnings, f"logprobs not recorded: {e}"]
     ext = task_extract(cfg, gen.text, item.choices, reasoning=gen.reasoning)
     _, region, truncated = split_reasoning(gen.text or "", gen.reasoning)
     prediction = "" if truncated else region.strip()

@@ -80,6 +80,7 @@ class Runner:
         self.rundir = RunDir(opts.output)
         self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
         self._audio_warned: set[str] = set()  # audio warning kinds already shown on stderr
+        self._logprobs_warned = False
         # several workers, so one slow record does not hold up the others' appends
         self._record_workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dt-eval-record")
 
@@ -290,11 +291,15 @@ class Runner:
         else:
             sampling.seed = sampling.seed + repeat
         req = GenerationRequest(key=key, messages=messages, audio=[loaded.audio], sampling=sampling,
-                                chat_template_kwargs=kwargs)
+                                chat_template_kwargs=kwargs, logprobs=self.opts.logprobs)
         return req, loaded.warnings, None
 
     async def _finish(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
                       warnings: list[str], progress: _Progress) -> None:
+        if self.opts.logprobs and gen.ok and gen.logprobs is None and not self._logprobs_warned:
+            self._logprobs_warned = True  # said once: each such record lacks the field
+            why = gen.backend_info.get("logprobs_missing") or f"the {self.opts.backend} backend does not record them"
+            self.say(f"warning: {gen.key}: no log-probabilities recorded ({why})")
         loop = asyncio.get_running_loop()
         record = await loop.run_in_executor(self._record_workers, self._write_record,
                                             cfg, idx, item, repeat, gen, warnings)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dt_eval.reporting.leaderboard.build import MARKERS  # noqa: F401  (re-exported for callers)
+from dt_eval.reporting.leaderboard.figures import figures_html
 
 JSON_FILE = "leaderboard.json"
 MD_FILE = "leaderboard.md"
@@ -530,6 +531,7 @@ def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
             out.append(f'<figure><img alt="{_e(name)}" src="{uri}"><figcaption>{_e(plot_caption(lb, name))}'
                        "</figcaption></figure>")
         out.append("</div>")
+    out.extend(figures_html(lb.get("figures")))  # analysis figures (dt-eval analyze), when attached
 
     if lb["measured"]:
         out.append("<h2>Run details</h2>")

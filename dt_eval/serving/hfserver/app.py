@@ -26,7 +26,12 @@ API that dt-eval uses it behaves like ``vllm serve MODEL --reasoning-parser qwen
   to that string. Streams stop generating when one appears; batched (non-streamed) requests
   generate to EOS / ``max_tokens`` and are cut afterwards. ``completion_tokens`` is then the
   length of the kept text + stop string re-tokenised (what vLLM reports for ordinary text).
-* Refused with 400 instead of silently ignored: ``n`` > 1, ``logprobs``, ``tools``,
+* ``logprobs`` / ``top_logprobs`` (0-20) on non-streamed requests: ``choices[0].logprobs.content``
+  lists every completion token (the reasoning included, as vLLM does) with its log-probability
+  and its ``top_logprobs`` alternatives, from the model's raw logits (vLLM's default
+  ``raw_logprobs``); cut where a stop string cut the text; left out with ``include_reasoning``
+  false (as vLLM). Streamed requests with ``logprobs`` are refused (400).
+* Refused with 400 instead of silently ignored: ``n`` > 1, streamed ``logprobs``, ``tools``,
   ``structured_outputs`` / ``guided_*`` / ``response_format`` other than text, non-text,
   non-audio content parts. A wrong ``model`` is a 404 (as vLLM). Errors are OpenAI-style
   ``{"error": {"message", "type", "param", "code"}}``.
@@ -106,6 +111,7 @@ from dt_eval.serving.hfserver.parser import (
 )
 from dt_eval.serving.hfserver.streaming import stream_generate
 from dt_eval.serving.hfserver.textsplit import apply_stop, split_qwen3, stream_parts
+from dt_eval.types import TokenLogprobs
 
 if TYPE_CHECKING:
     from dt_eval.backends.hf import HFBackend
@@ -192,6 +198,24 @@ def _tokens_to_stop(state: _State, kept: str, stop: str, generated: int | None) 
     return min(n, generated) if generated is not None else n
 
 
+def _lp_entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": max(logprob, -9999.0), "bytes": list(token.encode("utf-8", "replace"))}
+
+
+def _logprobs_body(lp: TokenLogprobs | None, tokens: int | None, k: int) -> dict[str, Any] | None:
+    """OpenAI `choices[0].logprobs`: every completion token (reasoning included, as vLLM), up to
+    `tokens` (where a stop string cut the output), each with its `k` most likely alternatives."""
+    if lp is None:
+        return None
+    n = len(lp.tokens) if tokens is None else min(tokens, len(lp.tokens))
+    content = []
+    for i in range(n):
+        entry = _lp_entry(lp.tokens[i], lp.logprob[i])
+        entry["top_logprobs"] = [_lp_entry(t, x) for t, x in (lp.top[i] if lp.top else [])[:k]]
+        content.append(entry)
+    return {"content": content}
+
+
 def _completion_body(state: _State, parsed: ParsedRequest, gen: Generation) -> dict[str, Any]:
     text, stop_hit = apply_stop(gen.text, parsed.stop, final=True)
     reasoning, content = _split(state, parsed, text)
@@ -199,6 +223,10 @@ def _completion_body(state: _State, parsed: ParsedRequest, gen: Generation) -> d
     completion_tokens = gen.completion_tokens
     if stop_hit is not None:
         completion_tokens = _tokens_to_stop(state, text, stop_hit, completion_tokens)
+    k = parsed.request.logprobs
+    # vLLM leaves logprobs out when the reasoning is left out (include_reasoning: false)
+    logprobs = _logprobs_body(gen.logprobs, completion_tokens if stop_hit is not None else None, k or 0) \
+        if k is not None and parsed.include_reasoning else None
     return {
         "id": parsed.request.key,
         "object": "chat.completion",
@@ -208,7 +236,7 @@ def _completion_body(state: _State, parsed: ParsedRequest, gen: Generation) -> d
             "index": 0,
             "message": {"role": "assistant", "content": content, "refusal": None, "reasoning": reasoning,
                         "reasoning_content": reasoning},
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": finish,
             "stop_reason": stop_hit,
         }],

@@ -160,6 +160,18 @@ def load_body(raw: bytes) -> Any:
         raise _bad("the request body is not valid JSON") from None
 
 
+def _logprobs(body: dict) -> int | None:
+    """None (not asked), else how many top alternatives per token (OpenAI: 0-20), as vLLM reads
+    `logprobs` / `top_logprobs`: top_logprobs needs logprobs."""
+    asked = body.get("logprobs")
+    if asked is not None and not isinstance(asked, bool):
+        raise _bad("logprobs must be a boolean", "logprobs")
+    top = _number(body, "top_logprobs", None, integer=True, lo=0, hi=20)
+    if top and not asked:
+        raise _bad("when using top_logprobs, logprobs must be set to true", "top_logprobs")
+    return (top or 0) if asked else None
+
+
 def parse_request(body: Any, served_name: str, defaults: dict[str, Any]) -> tuple[ParsedRequest, list[bytes]]:
     """Validate an OpenAI chat body; returns the request (audio still encoded) and the audio bytes."""
     if not isinstance(body, dict):
@@ -170,8 +182,7 @@ def parse_request(body: Any, served_name: str, defaults: dict[str, Any]) -> tupl
     for name in _UNSUPPORTED_FIELDS:
         if body.get(name):
             raise _bad(f"{name} is not supported by dt_eval.serving.hfserver", name)
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise _bad("logprobs are not supported by dt_eval.serving.hfserver", "logprobs")
+    logprobs = _logprobs(body)
     fmt = body.get("response_format")
     if fmt and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         raise _bad("response_format other than text is not supported by dt_eval.serving.hfserver", "response_format")
@@ -208,12 +219,14 @@ def parse_request(body: Any, served_name: str, defaults: dict[str, Any]) -> tupl
     sampling = SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                               repetition_penalty=float(rep) if rep is not None else None, seed=seed,
                               stop=stop)
+    if logprobs is not None and stream:
+        raise _bad("logprobs are returned on non-streamed requests only by dt_eval.serving.hfserver", "logprobs")
     greq = GenerationRequest(key=f"chatcmpl-{uuid.uuid4().hex}", messages=messages, audio=[],
-                             sampling=sampling, chat_template_kwargs=dict(ctk))
+                             sampling=sampling, chat_template_kwargs=dict(ctk), logprobs=logprobs)
     if temperature == 0:  # greedy: top_p / top_k / seed do not matter
-        key: tuple = (max_tokens, 0.0, sampling.repetition_penalty)
+        key: tuple = (max_tokens, 0.0, sampling.repetition_penalty, logprobs)
     else:
-        key = (max_tokens, temperature, top_p, top_k, sampling.repetition_penalty, seed)
+        key = (max_tokens, temperature, top_p, top_k, sampling.repetition_penalty, seed, logprobs)
         if seed is not None:
             key = key + (greq.key,)  # seeded sampling runs alone, so the seed alone fixes the output
     return ParsedRequest(
