@@ -13,6 +13,8 @@ reasoning-quality scores, from the `dt-eval` command or from Python:
     dt_eval.load_run("runs/qwen2-audio")                  # recomputed from samples.jsonl
     dt_eval.score_file("mmau", "predictions.json")        # as the official script scores it
     dt_eval.rescore("runs/qwen2-audio", cot="format")     # reasoning scores, no re-inference
+    res.tasks["mmau"].accuracy_ci        # 95% CI (Wilson) and .stderr, percent
+    dt_eval.compare_runs(["runs/a", "runs/b"])            # paired: diff with CI, p, flips
 
 `await dt_eval.evaluate_async(...)` takes the same arguments; `evaluate` also works inside a
 running event loop (a notebook cell). Errors dt-eval raises for bad input derive from
@@ -31,9 +33,12 @@ _LAZY = {
     "score_file": "dt_eval.api",
     "rescore": "dt_eval.api",
     "rescore_async": "dt_eval.api",
+    "compare_runs": "dt_eval.reporting.compare",
+    "RunComparison": "dt_eval.reporting.compare",
     "RunResults": "dt_eval.records",
     "TaskResults": "dt_eval.records",
     "RepeatResults": "dt_eval.records",
+    "AccuracyInterval": "dt_eval.records",
     "SampleRecord": "dt_eval.records",
     "ExtractedAnswer": "dt_eval.records",
     "RunConfig": "dt_eval.records",
