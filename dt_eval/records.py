@@ -274,6 +274,8 @@ class TaskResults(_Record):
     samples: int = 0
     items: int = 0
     expected_items: int | None = None
+    benchmark_items: int | None = None  # items of the whole benchmark (the task config's), when known
+    limit: int | None = None  # the run's --limit
     repeats: list[RepeatResults] = Field(default_factory=list)
     accuracy_mean: float | None = None
     accuracy_std: float | None = None
@@ -322,6 +324,16 @@ class TaskResults(_Record):
     def accuracy(self) -> float | None:
         """Official accuracy on the extracted answers, percent, mean over repeats."""
         return self.accuracy_mean
+
+    @property
+    def subset(self) -> str | None:
+        """'subset: 8 of 1000 items (--limit 8)' when the accuracy is not on the whole benchmark."""
+        items = self.expected_items if self.expected_items is not None else self.items
+        bench = self.benchmark_items
+        if not self.limit and not (bench and items is not None and items < bench):
+            return None
+        what = f"subset: {items} of {bench} items" if bench else f"subset: {items} items"
+        return what + (f" (--limit {self.limit})" if self.limit else "")
 
     @property
     def stderr(self) -> float | None:

@@ -35,7 +35,7 @@ def choice_run(run: Path, benches: dict[str, Path], right: Callable[[int, int], 
                thinking: str = "on", repeats: int = 1, limit: int | None = None, temperature: float = 0.0) -> Path:
     """A run whose answer to item i, repeat r, is right exactly when right(i, r)."""
     with RunDir(run) as rd:
-        loaded = {t: load_task_data(load_task(t), b) for t, b in benches.items()}
+        loaded = {t: load_task_data(load_task(t), b, limit=limit) for t, b in benches.items()}  # as the runner does
         rd.write_config({
             "dt_eval_version": "0.1.0",
             "identity": {"model": model, "seed": 0, "prompt": {"thinking": thinking},
@@ -45,9 +45,8 @@ def choice_run(run: Path, benches: dict[str, Path], right: Callable[[int, int], 
         })
         for t, lt in loaded.items():
             cfg = load_task(t)
-            items = lt.items[:limit] if limit else lt.items
             for r in range(repeats):
-                for idx, item in enumerate(items):
+                for idx, item in enumerate(lt.items):
                     good = item.choices.index(item.answer)
                     k = good if right(idx, r) else next(j for j, c in enumerate(item.choices) if c != item.answer)
                     text = f"<think>\nListening.\n</think>\n\n({'ABCDEFGHIJ'[k]}) {item.choices[k]}"
@@ -153,6 +152,19 @@ def test_report_prints_the_ci_beside_the_official_block(runs):
     assert f"[{sound['low']:.2f}, {sound['high']:.2f}]" in per_cat
 
 
+def test_a_subset_run_is_marked_in_the_report(bench, tmp_path):
+    run = choice_run(tmp_path / "limited", {"mmau": bench["mmau"]}, lambda i, r: True, limit=8)
+    t = dt_eval.load_run(run).tasks["mmau"]
+    assert t.accuracy == 100.0 and t.subset == "subset: 8 of 1000 items (--limit 8)"
+    assert (t.accuracy_ci.low, t.accuracy_ci.high) == pytest.approx((8 / (8 + 1.959963984540054**2) * 100, 100.0))
+    out = CliRunner().invoke(app, ["report", str(run)]).stdout
+    assert "dt-eval: mmau: subset: 8 of 1000 items (--limit 8); not a number on the whole benchmark" in out
+    assert "[67.56, 100.00]" in out  # 8 of 8: not a bare 100.00
+    cmp = dt_eval.compare_runs([run, run])
+    assert "note: A mmau: subset: 8 of 1000 items (--limit 8)" in cmp.render()
+    assert cmp.to_json_dict()["accuracy"][1]["mmau"]["subset"] == t.subset
+
+
 # --------------------------------------------------------------------------------------------
 # paired comparisons
 
@@ -178,7 +190,9 @@ def test_compare_runs_paired_on_shared_items(runs):
     d = json.loads(json.dumps(cmp.to_json_dict()))
     (mmau,) = [c for c in d["comparisons"] if c["task"] == "mmau"]
     assert mmau["diff"] == pytest.approx(20.0) and mmau["p_text"] == "p = 0.039" and mmau["test"] == "McNemar exact test"
-    assert d["runs"][1]["name"] == "Model-7B (thinking off)" and d["baseline"] == "A"
+    assert d["runs"][1]["name"] == "Model-7B (thinking off)" and d["baseline"] == "A" and "results" not in d
+    full = cmp.to_json_dict(results=True)["results"]
+    assert [r["tasks"]["mmau"]["accuracy_mean"] for r in full] == pytest.approx([50.0, 70.0])
 
 
 def test_compare_runs_with_repeats_uses_the_paired_bootstrap(runs):

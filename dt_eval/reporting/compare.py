@@ -91,8 +91,10 @@ class RunComparison:
     seed: int = SEED
     resamples: int = RESAMPLES
 
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
+    def to_json_dict(self, results: bool = False) -> dict[str, Any]:
+        """The comparison as JSON-ready data (percent); `results=True` adds each run's whole
+        results.json dict under "results" (what `dt-eval report --json A B` prints)."""
+        out = {
             "baseline": self.runs[0].label,
             "runs": [r.to_dict() for r in self.runs],
             "accuracy": [_accuracies(res) for res in self.results],
@@ -106,6 +108,9 @@ class RunComparison:
                                 "bootstrap test (paired-bootstrap)",
                         "level": self.level, "seed": self.seed, "resamples": self.resamples},
         }
+        if results:
+            out["results"] = [res.to_json_dict() for res in self.results]
+        return out
 
     def render(self) -> str:
         return render_comparison(self)
@@ -115,7 +120,7 @@ def _accuracies(res: RunResults) -> dict[str, Any]:
     out = {}
     for name, t in res.tasks.items():
         out[name] = {"accuracy": t.accuracy, "accuracy_std": t.accuracy_std,
-                     "official_raw": t.official_raw, "items": t.items,
+                     "official_raw": t.official_raw, "items": t.items, "subset": t.subset,
                      "accuracy_ci": t.accuracy_ci.to_json_dict() if t.accuracy_ci else None,
                      "data_sha256": t.data_sha256}
     return out
@@ -323,6 +328,10 @@ def render_comparison(cmp: RunComparison) -> str:
             + ". flips +: items wrong in A and right in the later run; flips −: the reverse (with repeats: the "
               "item's mean over repeats went up / down). Each run's 95% CI: Wilson score interval "
               "(at the effective sample size with repeats). No correction for multiple comparisons.")
+    for info, res in zip(cmp.runs, cmp.results):
+        for task, t in res.tasks.items():
+            if t.kind != "lm-eval" and t.subset:
+                lines.append(f"note: {info.label} {task}: {t.subset}")
     for w in cmp.data_warnings:
         lines.append(f"warning: {w}")
     for n in cmp.not_compared:

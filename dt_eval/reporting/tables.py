@@ -78,6 +78,18 @@ def ci_footnote(results: dict[str, Any]) -> str | None:
             "error is in results.json (accuracy_ci.stderr).")
 
 
+def subset_lines(results: dict[str, Any]) -> list[str]:
+    """A visible mark for each task run on part of its benchmark (--limit, or a smaller file)."""
+    from dt_eval.records import TaskResults
+
+    out = []
+    for name, t in results["tasks"].items():
+        subset = TaskResults.model_validate(t).subset if t.get("kind") != "lm-eval" else None
+        if subset:
+            out.append(f"dt-eval: {name}: {subset}; not a number on the whole benchmark")
+    return out
+
+
 def category_ci_lines(results: dict[str, Any]) -> list[str]:
     """dt-eval's per-category table: each breakdown category's accuracy with its 95% CI."""
     rows = []
@@ -177,6 +189,8 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
     note = ci_footnote(results)
     if note:
         print(note)
+    for line in subset_lines(results):
+        print(_printable(line))
     for line in category_ci_lines(results):
         print(_printable(line))
     errors = error_counts(results, data_errors=False)

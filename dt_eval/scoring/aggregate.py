@@ -222,7 +222,9 @@ def compute_run_results(config: RunConfig | Mapping[str, Any] | None,
         cfg = run_task_config(name, config)  # as the run recorded it: custom tasks need no YAML here
         res = task_results(cfg, group, expected_items=info.items if info else None)
         tasks[name] = res.model_copy(update={"data_sha256": info.sha256 if info else None,
-                                             "data_version_label": info.version_label if info else None})
+                                             "data_version_label": info.version_label if info else None,
+                                             "benchmark_items": cfg.data.expected_items,
+                                             "limit": info.limit if info else None})
     return RunResults(dt_eval_version=__version__, model=config.model, tasks=tasks, config=config, samples=samples)
 
 
