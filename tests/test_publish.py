@@ -224,7 +224,14 @@ def test_viewer_flip_summary_matches_the_report(runs):
     from dt_eval.reporting.viewer import load_runs_for_view
     from dt_eval.reporting.viewer.rows import comparisons
 
-    view = comparisons(load_runs_for_view([runs["a"], runs["b"]]))["0,1"]
+    loaded = load_runs_for_view([runs["a"], runs["b"]])
+    from dt_eval.reporting.viewer.rows import task_summary
+
+    for run, path in zip(loaded, (runs["a"], runs["b"])):  # the per-task intervals agree too
+        for task, s in task_summary(run.samples).items():
+            ci = dt_eval.load_run(path).tasks[task].accuracy_ci
+            assert (s["accuracy"]["ci_low"], s["accuracy"]["ci_high"]) == pytest.approx((ci.low, ci.high))
+    view = comparisons(loaded)["0,1"]
     for c in dt_eval.compare_runs([runs["a"], runs["b"]]).tasks:
         v = view[c.task]
         ours = c.to_dict()
