@@ -13,6 +13,8 @@ reasoning-quality scores, from the `dt-eval` command or from Python:
     dt_eval.load_run("runs/qwen2-audio")                  # recomputed from samples.jsonl
     dt_eval.score_file("mmau", "predictions.json")        # as the official script scores it
     dt_eval.rescore("runs/qwen2-audio", cot="format")     # reasoning scores, no re-inference
+    res.tasks["mmau"].accuracy_ci        # 95% CI (Wilson) and .stderr, percent
+    dt_eval.compare_runs(["runs/a", "runs/b"])            # paired: diff with CI, p, flips
 
 What training changed, across checkpoints (runs made with `logprobs=K` also give token entropies):
 
@@ -37,9 +39,12 @@ _LAZY = {
     "score_file": "dt_eval.api",
     "rescore": "dt_eval.api",
     "rescore_async": "dt_eval.api",
+    "compare_runs": "dt_eval.reporting.compare",
+    "RunComparison": "dt_eval.reporting.compare",
     "RunResults": "dt_eval.records",
     "TaskResults": "dt_eval.records",
     "RepeatResults": "dt_eval.records",
+    "AccuracyInterval": "dt_eval.records",
     "SampleRecord": "dt_eval.records",
     "ExtractedAnswer": "dt_eval.records",
     "RunConfig": "dt_eval.records",

@@ -238,6 +238,32 @@ class RepeatResults(_Record):
     mean_completion_tokens: float | None = None
 
 
+class AccuracyInterval(_Record):
+    """An accuracy's 95% confidence interval, in percent (dt_eval/scoring/stats.py says why these
+    methods): `method` "wilson" (one sample per item) or "wilson-effective-n" (repeats averaged per
+    item); `stderr` is lm-eval's standard error of the mean over the items (percent)."""
+
+    low: float
+    high: float
+    method: str
+    level: float = 0.95
+    stderr: float | None = None
+    n: int = 0  # items in the interval (scored, data errors left out)
+    n_eff: float | None = None  # effective sample size (repeats only)
+    repeat_std: float | None = None  # std of the per-repeat accuracies (repeats only), percent
+
+    @classmethod
+    def from_stats(cls, ci: Any) -> AccuracyInterval:
+        """From a scoring.stats.AccuracyCI (fractions) to percent."""
+        d = ci.to_dict(scale=100)
+        return cls(low=d["ci_low"], high=d["ci_high"], method=d["method"], level=d["level"], stderr=d["stderr"],
+                   n=d["n"], n_eff=d["n_eff"], repeat_std=d["repeat_std"])
+
+    def text(self, digits: int = 2) -> str:
+        """'[30.57, 86.32]'"""
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
 class TaskResults(_Record):
     """One task of a run. `accuracy` is the mean over repeats, in percent (None: answers hidden)."""
 
@@ -249,6 +275,8 @@ class TaskResults(_Record):
     samples: int = 0
     items: int = 0
     expected_items: int | None = None
+    benchmark_items: int | None = None  # items of the whole benchmark (the task config's), when known
+    limit: int | None = None  # the run's --limit
     repeats: list[RepeatResults] = Field(default_factory=list)
     accuracy_mean: float | None = None
     accuracy_std: float | None = None
@@ -261,6 +289,12 @@ class TaskResults(_Record):
     data_sha256: str | None = None
     data_version_label: str | None = None
     cot: dict[str, Any] | None = None  # reasoning scores (dt-eval rescore)
+    # the accuracy's 95% CI and standard error, and per breakdown category (field -> key -> CI)
+    accuracy_ci: AccuracyInterval | None = None
+    categories_ci: dict[str, dict[str, AccuracyInterval]] | None = None
+    # per-item official verdicts {item id: {repeat: correct}}, what paired comparisons use; held in
+    # memory only (recomputed from samples.jsonl), never written to results.json
+    item_outcomes: dict[str, dict[int, bool]] | None = Field(default=None, exclude=True)
     # lm-eval tasks: lm-eval's own numbers
     lm_eval_task: str | None = None
     metrics: dict[str, Any] | None = None
@@ -291,6 +325,21 @@ class TaskResults(_Record):
     def accuracy(self) -> float | None:
         """Official accuracy on the extracted answers, percent, mean over repeats."""
         return self.accuracy_mean
+
+    @property
+    def subset(self) -> str | None:
+        """'subset: 8 of 1000 items (--limit 8)' when the accuracy is not on the whole benchmark."""
+        items = self.expected_items if self.expected_items is not None else self.items
+        bench = self.benchmark_items
+        if not self.limit and not (bench and items is not None and items < bench):
+            return None
+        what = f"subset: {items} of {bench} items" if bench else f"subset: {items} items"
+        return what + (f" (--limit {self.limit})" if self.limit else "")
+
+    @property
+    def stderr(self) -> float | None:
+        """Standard error of the accuracy (percent; lm-eval's definition), None when not computed."""
+        return self.accuracy_ci.stderr if self.accuracy_ci else None
 
     @property
     def official_raw(self) -> float | None:

@@ -29,6 +29,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"task": name, "samples": t["samples"]}
         if t.get("answers_available"):
             row["accuracy"] = fmt_mean_std(t["accuracy_mean"], t["accuracy_std"], k)
+            row["95% CI"] = ci_text(t.get("accuracy_ci"))
             row["official raw"] = fmt_mean_std(t["accuracy_official_raw_mean"], t["accuracy_official_raw_std"], k)
         else:
             row["accuracy"] = "hidden (export)"
@@ -59,6 +60,62 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def ci_text(ci: dict[str, Any] | None) -> str:
+    """'[30.57, 86.32]' from a task's accuracy_ci (percent); '-' when there is none."""
+    return f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "-"
+
+
+def ci_footnote(results: dict[str, Any]) -> str | None:
+    """What the `95% CI` column is: the method of each task's interval, named."""
+    from dt_eval.scoring.stats import METHOD_NAMES
+
+    methods = list(dict.fromkeys(t["accuracy_ci"]["method"] for t in results["tasks"].values()
+                                 if t.get("accuracy_ci")))
+    if not methods:
+        return None
+    text = "; ".join(f"{METHOD_NAMES.get(m, m)} ({m})" for m in methods)
+    return (f"95% CI: {text}, over the scored items (dt-eval's, not the official script's); the standard "
+            "error is in results.json (accuracy_ci.stderr).")
+
+
+def subset_lines(results: dict[str, Any]) -> list[str]:
+    """A visible mark for each task run on part of its benchmark (--limit, or a smaller file)."""
+    from dt_eval.records import TaskResults
+
+    out = []
+    for name, t in results["tasks"].items():
+        subset = TaskResults.model_validate(t).subset if t.get("kind") != "lm-eval" else None
+        if subset:
+            out.append(f"dt-eval: {name}: {subset}; not a number on the whole benchmark")
+    return out
+
+
+def category_ci_lines(results: dict[str, Any]) -> list[str]:
+    """dt-eval's per-category table: each breakdown category's accuracy with its 95% CI."""
+    rows = []
+    for name, t in results["tasks"].items():
+        for field, cats in (t.get("categories_ci") or {}).items():
+            for key, ci in cats.items():
+                rows.append({"task": name, "field": field, "category": key, "items": ci["n"],
+                             "accuracy": _category_accuracy(t, field, key), "95% CI": ci_text(ci)})
+    if not rows:
+        return []
+    return ["", "dt-eval: accuracy per category with its 95% CI (same method as above)",
+            tabulate(rows, headers="keys", disable_numparse=True)]
+
+
+def _category_accuracy(t: dict[str, Any], field: str, key: str) -> str:
+    """The official breakdown's accuracy of one category (mean ± std over repeats)."""
+    vals = [r["breakdowns"][field][key]["accuracy"] for r in t.get("repeats") or []
+            if key in (r.get("breakdowns") or {}).get(field, {}) and r["breakdowns"][field][key].get("total")]
+    if not vals:
+        return "-"
+    from dt_eval.scoring.aggregate import _mean_std
+
+    mean, std = _mean_std(vals)
+    return fmt_mean_std(mean, std, len(vals))
+
+
 def _lm_eval_row(name: str, t: dict[str, Any]) -> dict[str, Any]:
     """An lm-eval task: its primary metric as lm-eval reported it (all metrics in --json)."""
     rep = t["repeats"][0] if t["repeats"] else {}
@@ -66,6 +123,7 @@ def _lm_eval_row(name: str, t: dict[str, Any]) -> dict[str, Any]:
     value = (t.get("metrics") or {}).get(primary, {}).get("value") if primary else None
     row: dict[str, Any] = {"task": name, "samples": t["samples"],
                            "accuracy": f"{value * 100:.2f} ({primary})" if value is not None else "not scored yet",
+                           "95% CI": "-",  # lm-eval's own stderr is printed with its metrics
                            "official raw": "lm-eval", "errors": rep.get("errors", 0), "unparsed": "-",
                            "ambiguous": "-",
                            "truncated": rep.get("truncated", 0), "cut (length)": rep.get("cut_by_length", 0),
@@ -128,6 +186,13 @@ def print_results(results: dict[str, Any], run_dir: str | Path | None = None) ->
     print("\naccuracy: official match on the extracted final answer; official raw: the official script's "
           "match on the whole post-reasoning output (no extraction); unparsed: no answer could be read; "
           "ambiguous: a bare letter that is also another option's text (chord 'C' vs label C); both scored wrong.")
+    note = ci_footnote(results)
+    if note:
+        print(note)
+    for line in subset_lines(results):
+        print(_printable(line))
+    for line in category_ci_lines(results):
+        print(_printable(line))
     errors = error_counts(results, data_errors=False)
     if errors:
         per_task = ", ".join(f"{k} {v}" for k, v in errors.items())
@@ -146,25 +211,15 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def compare_runs(all_results: list[dict[str, Any]], names: list[str]) -> str:
-    tasks = sorted({t for r in all_results for t in r["tasks"]})
-    rows = []
-    for task in tasks:
-        for metric, key in (("accuracy", "accuracy_mean"), ("official raw", "accuracy_official_raw_mean")):
-            row = {"task": task, "metric": metric}
-            for name, res in zip(names, all_results):
-                t = res["tasks"].get(task)
-                row[name] = f"{t[key]:.2f}" if t and t.get(key) is not None else "-"
-            rows.append(row)
-        row = {"task": task, "metric": "unparsed"}
-        for name, res in zip(names, all_results):
-            t = res["tasks"].get(task)
-            row[name] = sum(r.get("unparsed", 0) for r in t["repeats"]) if t and t.get("kind") != "lm-eval" else "-"
-        rows.append(row)
-    shas = {}
-    for name, res in zip(names, all_results):
-        for task, t in res["tasks"].items():
-            shas.setdefault(task, set()).add(t.get("data_sha256"))
-    notes = [f"warning: {task} was run on different metadata files across these runs; not comparable"
-             for task, s in shas.items() if len(s) > 1]
-    return "\n".join([tabulate(rows, headers="keys", disable_numparse=True)] + notes)
+def compare_runs(all_results: list[Any], names: list[str] | None = None, *,
+                 allow_different_data: bool = False) -> str:
+    """What `dt-eval report A B ...` prints: the runs (run directories, RunResults, or results
+    dicts that name their run_dir) compared with the first on the items they share; see
+    dt_eval/reporting/compare.py. Different metadata files are refused (DifferentDataError)
+    unless `allow_different_data`."""
+    from dt_eval.reporting.compare import compare_runs as compare
+
+    runs = [r["run_dir"] if isinstance(r, dict) and r.get("run_dir") else r for r in all_results]
+    if any(isinstance(r, dict) for r in runs):
+        raise ReportError("compare_runs: a results dict without run_dir cannot be compared item by item")
+    return compare(runs, allow_different_data=allow_different_data).render()

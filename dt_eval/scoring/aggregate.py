@@ -17,6 +17,7 @@ from typing import Any
 
 from dt_eval import __version__
 from dt_eval.records import (
+    AccuracyInterval,
     RunConfig,
     RunResults,
     SampleRecord,
@@ -26,6 +27,7 @@ from dt_eval.records import (
     as_samples,
 )
 from dt_eval.scoring.counts import sample_counts
+from dt_eval.scoring.stats import accuracy_ci, grouped_accuracy_ci
 from dt_eval.scoring.submission import ScoreReport, extracted_prediction, score_records
 from dt_eval.tasks.config import TaskConfig, run_task_config
 from dt_eval.types import Extraction
@@ -76,14 +78,17 @@ def task_results(cfg: TaskConfig, samples: Iterable[SampleRecord | Mapping[str, 
         by_repeat[s.repeat].append(s)
     repeats = []
     reports: dict[int, ScoreReport] = {}
+    outcomes: dict[str, dict[int, bool]] = {}  # item -> repeat -> the official verdict
+    groups: dict[str, dict[str, str]] = {}  # breakdown field -> item -> category
     for r in sorted(by_repeat):
         group = by_repeat[r]
         if not cfg.answers_available:
             repeats.append(sample_counts(group) | {"repeat": r})
             continue
         # items the official scorer cannot score stay out of the denominator, counted as data errors
-        scorable = [s for s in group if not s.data_error]
+        scorable = sorted((s for s in group if not s.data_error), key=lambda s: s.index)
         report = score_records(cfg, submission_records(cfg, scorable, "extracted"), invalid="exclude")
+        _collect_outcomes(report, scorable, r, outcomes, groups)
         raw = score_records(cfg, submission_records(cfg, scorable, "raw"), invalid="exclude")
         reports[r] = report
         counts = sample_counts(group)
@@ -120,10 +125,42 @@ def task_results(cfg: TaskConfig, samples: Iterable[SampleRecord | Mapping[str, 
         out["accuracy_official_raw_mean"], out["accuracy_official_raw_std"] = _mean_std(raws)
         if len(repeats) > 1:
             out |= _pass_and_vote(cfg, by_repeat)
+        if outcomes:
+            out |= _intervals(outcomes, groups, reports)
     out["complete"] = expected_items is None or all(
         len(by_repeat[r]) >= expected_items for r in by_repeat
     )
     return TaskResults.model_validate(out)
+
+
+def _collect_outcomes(report: ScoreReport, scored: list[SampleRecord], repeat: int,
+                      outcomes: dict[str, dict[int, bool]], groups: dict[str, dict[str, str]]) -> None:
+    """The official scorer's verdict on each item it counted (items it leaves out, such as MMSU's
+    wrong-format responses, are not in the accuracy, so not in its interval either), and each
+    item's category in every breakdown table."""
+    if all(it.index is not None for it in report.items):
+        counted = [(scored[it.index], it.correct) for it in report.items]
+    else:  # a plugin scorer that does not say which record an item is: the records' own verdicts
+        counted = [(s, bool(s.correct)) for s in scored if s.correct is not None]
+    for s, correct in counted:
+        outcomes.setdefault(s.id, {})[repeat] = bool(correct)
+        for field in report.breakdowns:
+            value = (s.meta or {}).get(field)
+            if isinstance(value, str):
+                groups.setdefault(field, {})[s.id] = value
+
+
+def _intervals(outcomes: dict[str, dict[int, bool]], groups: dict[str, dict[str, str]],
+               reports: dict[int, ScoreReport]) -> dict[str, Any]:
+    """The accuracy's 95% CI (percent) overall and per breakdown category, in the official tables'
+    order, and the per-item verdicts they come from."""
+    cats: dict[str, dict[str, AccuracyInterval]] = {}
+    for field, by_item in groups.items():
+        cis = grouped_accuracy_ci(outcomes, by_item)
+        order = [k for rep in reports.values() for k in rep.breakdowns.get(field, {})]
+        cats[field] = {k: AccuracyInterval.from_stats(cis[k]) for k in dict.fromkeys([*order, *cis]) if k in cis}
+    return {"accuracy_ci": AccuracyInterval.from_stats(accuracy_ci(outcomes)), "categories_ci": cats,
+            "item_outcomes": outcomes}
 
 
 def _answer_key(s: SampleRecord) -> str | None:
@@ -185,7 +222,9 @@ def compute_run_results(config: RunConfig | Mapping[str, Any] | None,
         cfg = run_task_config(name, config)  # as the run recorded it: custom tasks need no YAML here
         res = task_results(cfg, group, expected_items=info.items if info else None)
         tasks[name] = res.model_copy(update={"data_sha256": info.sha256 if info else None,
-                                             "data_version_label": info.version_label if info else None})
+                                             "data_version_label": info.version_label if info else None,
+                                             "benchmark_items": cfg.data.expected_items,
+                                             "limit": info.limit if info else None})
     return RunResults(dt_eval_version=__version__, model=config.model, tasks=tasks, config=config, samples=samples)
 
 

@@ -151,7 +151,7 @@ class McqOfficialScorer:
                 if value not in table:
                     table[value] = Tally()
                 table[value].add(correct)
-            items.append(ItemResult(record_id(rec, i), correct, ext))
+            items.append(ItemResult(record_id(rec, i), correct, ext, index=i))
         if invalid == "raise":
             errors.raise_if_any(cfg.name)
         if overall.total == 0 and invalid == "raise":
@@ -274,7 +274,7 @@ class MmsuOfficialScorer:
             overall.add(correct)
             nested.setdefault(cat, {}).setdefault(sub, Tally()).add(correct)
             per_cat.setdefault(cat, Tally()).add(correct)
-            items.append(ItemResult(record_id(rec, i), correct, ext))
+            items.append(ItemResult(record_id(rec, i), correct, ext, index=i))
         if invalid == "raise":
             errors.raise_if_any(cfg.name)
         return ScoreReport(

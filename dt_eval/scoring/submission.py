@@ -38,6 +38,7 @@ class ItemResult:
     id: str
     correct: bool
     extraction: Extraction | None = None
+    index: int | None = None  # position of its record in the scored list (None: a scorer that does not say)
 
 
 @dataclass

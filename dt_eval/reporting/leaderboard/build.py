@@ -5,7 +5,15 @@ Two kinds of rows, never mixed:
 * measured: one per run directory, every number recomputed here from the run's samples.jsonl
   (and cot.jsonl for reasoning-quality scores), exactly as `dt-eval report` does. The
   leaderboard JSON records each file's sha256 so `dt-eval leaderboard verify` can redo it.
-* reported: published numbers from `published.yaml`, each with its citation and URL.
+* reported: published numbers from `published.yaml`, each with its citation, URL and check
+  status, always marked as reported (†).
+
+One main table per benchmark ranks both kinds together by accuracy. Measured rows carry the
+accuracy's 95% CI (Wilson; dt_eval/scoring/stats.py) and a paired test against the best measured
+row on the items both scored (McNemar exact; a paired bootstrap with repeats), stored with the
+per-item verdicts it was computed from, so `verify` recomputes it. Reported rows have no per-item
+outputs: they are ranked, never tested. Runs on a subset (--limit, fewer items than the
+benchmark) or on a file that is not a known release are marked in that table and warned about.
 
 Comparability: every cell belongs to a "group" (what the number was computed on: task version,
 metadata sha256, item subset, extraction, judge ...). In each column the most common measured
@@ -38,7 +46,10 @@ SCHEMA = "dt-eval-leaderboard/1"
 # Columns, their titles and order, and the per-category tables come from the task configs
 # (`title`, `family`, breakdowns' `leaderboard` heading), as each run recorded them: tasks of one
 # family share a column (MMAR 2025 and 2026 files: marked apart by sha256).
-MARKERS = ["†", "‡", "§", "¶", "‖", "※", "♯", "♭", "◊", "¤"]
+MARKERS = ["‡", "§", "¶", "‖", "※", "♯", "♭", "◊", "¤", "♮"]
+REPORTED_MARK = "†"  # a reported row (never a comparability mark)
+SIGNIFICANT_MARK = "*"  # differs from the best measured row at p < ALPHA
+ALPHA = 0.05
 GENERIC_DIR_NAMES = {"deterministic", "random", "model", "final", "latest", "hf", "actor", "huggingface"}
 METRIC_NAMES = {"accuracy": "accuracy (%)", "rubrics": "MMAR-Rubrics score (0-100)",
                 "hybrid": "mean hybrid reasoning reward (0-1)"}
@@ -187,9 +198,31 @@ def _cot_numbers(agg: dict[str, Any] | None, results_cot: dict[str, Any] | None)
     return out if len(out) > 1 else None
 
 
+def subset_text(t: dict[str, Any]) -> str | None:
+    """Why a task's number is not one on the whole benchmark, shown beside it: 'subset: 10 of 1000
+    items (--limit 10)', 'not a known release file'; None for a full run on a known file."""
+    items, bench, limit = t.get("items"), t.get("benchmark_items"), t.get("limit")
+    parts = []
+    if limit or (bench and items is not None and items < bench):
+        what = f"subset: {items} of {bench} items" if bench else f"subset: {items} items"
+        parts.append(what + (f" (--limit {limit})" if limit else ""))
+    if t.get("data_sha256") and not t.get("data_version_label"):
+        parts.append("not a known release file")
+    return ", ".join(parts) or None
+
+
+def _ci_numbers(ci: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not ci:
+        return None
+    return {k: ci.get(k) for k in ("low", "high", "method", "level", "stderr", "n", "n_eff")}
+
+
 def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], samples: list[SampleRecord],
-                 cot: dict[str, Any] | None, cfg: Any = None) -> dict[str, Any]:
-    """One task's cell numbers; `cfg`: its TaskConfig as the run recorded it (default: by name)."""
+                 cot: dict[str, Any] | None, cfg: Any = None,
+                 outcomes: dict[str, dict[int, bool]] | None = None) -> dict[str, Any]:
+    """One task's cell numbers; `cfg`: its TaskConfig as the run recorded it (default: by name);
+    `outcomes`: the official per-item verdicts ({item: {repeat: correct}}) the CI and paired tests
+    are computed from."""
     if res.get("kind") == "lm-eval":
         return _lm_eval_numbers(task, res, cfg_info, samples)
     if cfg is None:
@@ -234,7 +267,11 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
         "errors": sum(r.get("errors", 0) for r in reps),
         "categories": {},
         "cot": cot,
+        "accuracy_ci": _ci_numbers(res.get("accuracy_ci")),
+        "outcomes": {item: {str(r): bool(v) for r, v in sorted(reps.items())}
+                     for item, reps in (outcomes or {}).items()},
     }
+    out["subset"] = subset_text(out)
     if accs:
         m, sd = _mean_std(accs)
         out["accuracy"] = {"mean": m, "std": sd}
@@ -256,6 +293,8 @@ def task_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any], sampl
             filled = [v["accuracy"] for v in vals if v.get("total")]
             m, sd = _mean_std(filled)
             table[key] = {"mean": m, "std": sd, "total": vals[0].get("total", 0) if vals else 0}
+            ci = ((res.get("categories_ci") or {}).get(field) or {}).get(key)
+            table[key] |= {"ci_low": ci["low"], "ci_high": ci["high"]} if ci else {"ci_low": None, "ci_high": None}
         if table:
             out["categories"][field] = table
     return out
@@ -279,6 +318,8 @@ def _lm_eval_numbers(task: str, res: dict[str, Any], cfg_info: dict[str, Any],
                         "errors": rep.get("errors", 0), "truncated": rep.get("truncated", 0),
                         "cut_by_length": rep.get("cut_by_length", 0)}],
         "unparsed": 0, "errors": rep.get("errors", 0), "categories": {}, "cot": None,
+        "accuracy_ci": None, "outcomes": {},  # lm-eval's own metric: no interval or test of ours
+        "subset": f"subset: first {cfg_info['limit']} docs (--limit)" if cfg_info.get("limit") else None,
     }
 
 
@@ -293,7 +334,7 @@ def backend_name(described: Any) -> str | None:
 
 def measure_run(run_dir: str | Path) -> dict[str, Any]:
     """Every number the leaderboard shows for one run, recomputed from samples.jsonl."""
-    from dt_eval.scoring.aggregate import compute_results
+    from dt_eval.scoring.aggregate import compute_run_results
     from dt_eval.storage.rundir import CONFIG, RunDir, RunDirError
     from dt_eval.tasks.config import TaskConfigError, UnknownTaskError, run_task_config
 
@@ -311,7 +352,8 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
     if not read.samples:
         raise BuildError(f"{run}: samples.jsonl has no records")
     try:
-        results = compute_results(config, read.samples.values())
+        typed = compute_run_results(config, read.samples.values())
+        results = typed.to_json_dict()
         cfgs = {name: run_task_config(name, config) for name, res in results["tasks"].items()
                 if res.get("kind") != "lm-eval"}
     except (UnknownTaskError, TaskConfigError, ValueError) as e:  # ValueError: e.g. an unregistered scorer
@@ -340,7 +382,8 @@ def measure_run(run_dir: str | Path) -> dict[str, Any]:
         rcot = ((results_json or {}).get("tasks") or {}).get(name, {}).get("cot")
         info = config.tasks.get(name)
         tasks[name] = task_numbers(name, results["tasks"][name], info.to_json_dict() if info else {},
-                                   by_task[name], _cot_numbers(cot.get(name), rcot), cfg=cfgs.get(name))
+                                   by_task[name], _cot_numbers(cot.get(name), rcot), cfg=cfgs.get(name),
+                                   outcomes=typed.tasks[name].item_outcomes)
     return {
         "model": identity.get("model"),
         "samples_sha256": file_sha256(samples_file),
@@ -438,8 +481,11 @@ def assemble(measured: list[dict[str, Any]], reported: list[dict[str, Any]]) -> 
             col = fam if fam not in used else name
             used.add(col)
             if t.get("accuracy") is not None:
+                ci = t.get("accuracy_ci") or {}
                 cells[col] = {"value": t["accuracy"]["mean"], "std": t["accuracy"]["std"], "k": t["repeats"],
                               "n": t["items"], "task": name,
+                              "ci_low": ci.get("low"), "ci_high": ci.get("high"), "ci_method": ci.get("method"),
+                              "subset": t.get("subset"),
                               "group": add_group(_measured_group(t, col, m["settings"], "accuracy"), t)}
             cot = t.get("cot") or {}
             if cot.get("rubrics"):
@@ -526,7 +572,79 @@ def assemble(measured: list[dict[str, Any]], reported: list[dict[str, Any]]) -> 
                               "measured_marker": a["marker"], "reported_marker": b["marker"],
                               "same_group": a["group"] == b["group"]})
     return {"columns": columns, "measured_cells": cells_m, "reported_cells": cells_r, "groups": groups,
-            "diffs": diffs}
+            "diffs": diffs, "main_tables": main_tables(measured, columns, cells_m, cells_r, labels)}
+
+
+def _outcomes(t: dict[str, Any]) -> dict[str, dict[int, bool]]:
+    return {item: {int(r): bool(v) for r, v in reps.items()} for item, reps in (t.get("outcomes") or {}).items()}
+
+
+def vs_best(measured: list[dict[str, Any]], best: tuple[int, dict[str, Any]], row: tuple[int, dict[str, Any]]
+            ) -> dict[str, Any]:
+    """A measured cell against the best measured cell of its column: the paired comparison on the
+    items both runs scored (row minus best), or why there is none."""
+    from dt_eval.scoring.stats import compare_paired
+
+    (bi, bcell), (ri, rcell) = best, row
+    tb, tr = measured[bi]["tasks"][bcell["task"]], measured[ri]["tasks"][rcell["task"]]
+    if not (tb.get("data_sha256") and tb.get("data_sha256") == tr.get("data_sha256")):
+        return {"status": "not tested", "why": "another data file than the best measured row"}
+    ob, orow = _outcomes(tb), _outcomes(tr)
+    if not ob or not orow:
+        return {"status": "not tested", "why": "no per-item verdicts (lm-eval metric)"}
+    cmp = compare_paired(ob, orow)
+    if not cmp.n_shared:
+        return {"status": "not tested", "why": "no item scored in both runs"}
+    return {"status": "tested", "diff": cmp.diff * 100, "ci_low": cmp.ci_low * 100, "ci_high": cmp.ci_high * 100,
+            "p": cmp.p_value, "method": cmp.method, "ci_method": cmp.ci_method, "n_shared": cmp.n_shared,
+            "flips_up": cmp.a_wrong_b_right, "flips_down": cmp.a_right_b_wrong, "significant": cmp.p_value < ALPHA}
+
+
+def main_tables(measured: list[dict[str, Any]], columns: list[dict[str, Any]],
+                cells_m: list[dict[str, dict[str, Any]]], cells_r: list[dict[str, dict[str, Any]]],
+                labels: Labels) -> list[dict[str, Any]]:
+    """One table per benchmark (a column's base key with its reasoning-score columns): measured and
+    reported rows ranked together by the first column (accuracy), ties sharing a rank, rows without
+    that number last; each measured row tested against the best measured row."""
+    tables = []
+    for base in dict.fromkeys(c["key"].partition(":")[0] for c in columns):
+        keys = [c["key"] for c in columns if c["key"].partition(":")[0] == base]
+        primary = keys[0]
+        rows = []
+        for kind, cells_list in (("measured", cells_m), ("reported", cells_r)):
+            for i, cells in enumerate(cells_list):
+                if any(k in cells for k in keys):
+                    c = cells.get(primary)
+                    rows.append({"kind": kind, "row": i, "value": c["value"] if c else None})
+        rows.sort(key=lambda r: (r["value"] is None, -(r["value"] or 0.0), r["kind"] != "measured", r["row"]))
+        last: tuple[float, int] | None = None
+        for pos, r in enumerate(rows, start=1):
+            if r["value"] is None:
+                r["rank"] = None
+            elif last is not None and r["value"] == last[0]:
+                r["rank"] = last[1]
+            else:
+                r["rank"], last = pos, (r["value"], pos)
+        best = next((r for r in rows if r["kind"] == "measured" and r["value"] is not None), None)
+        for r in rows:
+            if r["kind"] == "reported":
+                r["vs_best"] = {"status": "not tested", "why": "reported: no per-item outputs"}
+            elif r is best:
+                r["vs_best"] = {"status": "best"}
+            elif r["value"] is None or best is None or primary != base:
+                r["vs_best"] = {"status": "not tested", "why": "no accuracy"}
+            else:
+                r["vs_best"] = vs_best(measured, (best["row"], cells_m[best["row"]][primary]),
+                                       (r["row"], cells_m[r["row"]][primary]))
+        tables.append({"key": base, "title": labels.column_title(base), "columns": keys, "primary": primary,
+                       "best_measured": best["row"] if best else None, "rows": rows})
+    return tables
+
+
+def subset_warnings(measured: list[dict[str, Any]]) -> list[str]:
+    """'NAME (RUN) mmau: subset: 10 of 1000 items (--limit 10)': what `build` warns about."""
+    return [f"{m['name']} ({m['run']}) {name}: {t['subset']}" for m in measured for name, t in m["tasks"].items()
+            if t.get("subset")]
 
 
 def category_tables(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -593,6 +711,7 @@ def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path, published
     }
     lb.update(assemble(measured, reported))
     lb["category_tables"] = category_tables(measured)
+    lb["warnings"] = subset_warnings(measured)
     return lb
 
 

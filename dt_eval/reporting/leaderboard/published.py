@@ -1,22 +1,24 @@
 """Published ("reported") numbers: `leaderboard/published.yaml`, loaded and validated.
 
-Each entry is one system as one source reports it. Its numbers are anchors shown beside the
-runs dt-eval measured, never mixed with them: every entry carries the citation and URL it comes
-from, the data version each number refers to when the source states it, and whether the number
-was checked against that source (`checked`).
+Each entry is one system as one source reports it. Its numbers are anchors ranked beside the
+runs dt-eval measured, always marked as reported: every entry carries the citation and URL it
+comes from (and optionally a BibTeX key for the LaTeX table), the data version each number refers
+to as far as the source states it, and whether each number was checked against that source
+(`checked`: verified, or unverified; nothing else is said about how a number was obtained).
 
 ```yaml
 schema: dt-eval-published/1
 entries:
   - model: Audio-DeepThinker
     aliases: [audio-deepthinker-30b-a3b]
-    citation: "He et al., Audio-DeepThinker ..., arXiv:2604.18187 (2026), Table 1"
+    citation: "He et al., Audio-DeepThinker, Interspeech 2026 (arXiv:2604.18187), Table 1"
     source: https://arxiv.org/abs/2604.18187
-    checked: verified            # verified | partly | unverified
-    check_note: "MMAR, MMAU test-mini and MMSU numbers appear in the abstract"
+    cite_key: he2026audiodeepthinker   # \\cite key of the LaTeX table's footnote (optional)
+    checked: verified            # every score of the entry, unless a score says otherwise
     scores:
-      mmar: {value: 74.0, data_version: "unknown"}
+      mmar: {value: 74.0, data_version: "not stated"}
       mmau: 78.5                 # a bare number is {value: 78.5}
+      mmsu: {value: 77.26, checked: unverified}
 ```
 
 Score keys are leaderboard column keys: a task family (`mmar`, `mmau`, `mmau-test`, `mmsu`, or
@@ -58,6 +60,9 @@ class PublishedScore(BaseModel):
     # (MMAR-meta.json)"), or "unknown". Numbers with different versions get different marks.
     data_version: str = "unknown"
     data_sha256: str | None = None
+    # checked against the cited source: "verified" (the number is there as stated) or
+    # "unverified"; None: the entry's status
+    checked: Literal["verified", "unverified"] | None = None
     note: str | None = None
 
     @field_validator("data_sha256")
@@ -74,8 +79,8 @@ class PublishedEntry(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     citation: str
     source: str  # URL of the page / paper the numbers were read from
-    checked: Literal["verified", "partly", "unverified"] = "unverified"
-    check_note: str | None = None
+    cite_key: str | None = None  # BibTeX key of the source, for the LaTeX table's footnote
+    checked: Literal["verified", "unverified"] = "unverified"  # default of its scores
     note: str | None = None
     scores: dict[str, PublishedScore]
 
@@ -94,6 +99,13 @@ class PublishedEntry(BaseModel):
     def _url(cls, v: str) -> str:
         if not re.match(r"^https?://\S+$", v):
             raise ValueError(f"source must be an http(s) URL, got {v!r}")
+        return v
+
+    @field_validator("cite_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_:.+/-]+", v):
+            raise ValueError(f"cite_key must be a BibTeX key (letters, digits, _:.+/-), got {v!r}")
         return v
 
     @field_validator("citation", "model")
@@ -187,4 +199,17 @@ def load_published(path: str | Path) -> tuple[PublishedFile, str]:
 
 
 def entry_to_json(e: PublishedEntry) -> dict[str, Any]:
-    return e.model_dump(mode="json")
+    """The entry as the leaderboard JSON holds it: each score with its own check status."""
+    out = e.model_dump(mode="json")
+    for s in out["scores"].values():
+        s["checked"] = s.get("checked") or e.checked
+    return out
+
+
+def check_summary(entry: dict[str, Any]) -> str:
+    """'verified', 'unverified', or 'verified; unverified: mmsu' for an entry_to_json dict."""
+    status = {k: s.get("checked") or entry.get("checked") or "unverified" for k, s in entry["scores"].items()}
+    kinds = set(status.values())
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "verified; unverified: " + ", ".join(k for k, v in status.items() if v == "unverified")

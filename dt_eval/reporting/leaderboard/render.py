@@ -1,5 +1,6 @@
-"""Render a built leaderboard: Markdown (README / paper appendix), CSV, JSON, a static HTML page
-with sortable tables (vanilla JS, no network), and PNG plots (matplotlib, Agg backend).
+"""Render a built leaderboard: Markdown (README / paper appendix), LaTeX (booktabs tables for a
+paper), CSV, JSON, a static HTML page with sortable tables (vanilla JS, no network), and PNG plots
+(matplotlib, Agg backend).
 
 Everything is a deterministic function of the leaderboard JSON (the plots for one matplotlib and
 FreeType), so `verify` renders it again and compares. matplotlib is imported only by the plots.
@@ -16,11 +17,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dt_eval.reporting.leaderboard.build import MARKERS  # noqa: F401  (re-exported for callers)
+from dt_eval.reporting.leaderboard.build import (  # MARKERS: re-exported for callers
+    ALPHA,
+    MARKERS,
+    REPORTED_MARK,
+    SIGNIFICANT_MARK,
+)
 from dt_eval.reporting.leaderboard.figures import figures_html
+from dt_eval.reporting.leaderboard.published import check_summary
 
 JSON_FILE = "leaderboard.json"
 MD_FILE = "leaderboard.md"
+TEX_FILE = "leaderboard.tex"
 CSV_FILE = "leaderboard.csv"
 HTML_FILE = "index.html"
 PLOTS_DIR = "plots"
@@ -68,6 +76,77 @@ def settings_text(m: dict[str, Any]) -> str:
 
 def ref_label(i: int) -> str:
     return f"R{i + 1}"
+
+
+def ci_suffix(cell: dict[str, Any] | None) -> str:
+    """' [71.20, 76.70]' for a measured accuracy cell with an interval, '' otherwise."""
+    if not cell or cell.get("ci_low") is None or cell.get("ci_high") is None:
+        return ""
+    return f" [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+
+
+def sig_mark(row: dict[str, Any]) -> str:
+    vs = row.get("vs_best") or {}
+    return SIGNIFICANT_MARK if vs.get("status") == "tested" and vs.get("significant") else ""
+
+
+def vs_best_text(row: dict[str, Any]) -> str:
+    """The 'vs best measured' cell: the paired difference, its CI and p, or why there is no test."""
+    from dt_eval.scoring.stats import format_p
+
+    vs = row.get("vs_best") or {}
+    if row.get("kind") == "reported":
+        return "–"  # no per-item outputs to test (the legend says so)
+    if vs.get("status") == "best":
+        return "best measured"
+    if vs.get("status") == "tested":
+        return (f"{vs['diff']:+.2f} [{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}], {format_p(vs['p'])}"
+                f"{' ' + SIGNIFICANT_MARK if vs['significant'] else ''}")
+    return f"not tested: {vs.get('why', '')}" if vs.get("why") else "–"
+
+
+def main_cells(lb: dict[str, Any], table: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The plain-text cells of one row of a ranked table (every format renders these)."""
+    measured = row["kind"] == "measured"
+    cells = (lb["measured_cells"] if measured else lb["reported_cells"])[row["row"]]
+    metrics = {c["key"]: c["metric"] for c in lb["columns"]}
+    values = []
+    for key in table["columns"]:
+        c = cells.get(key)
+        if c is None:
+            values.append("–")
+            continue
+        text = fmt(metrics[key], c["value"])
+        if key == table["primary"]:
+            text += ci_suffix(c) + c.get("marker", "") + sig_mark(row)
+        else:
+            text += c.get("marker", "")
+        values.append(text)
+    primary = cells.get(table["primary"]) or {}
+    if measured:
+        m = lb["measured"][row["row"]]
+        settings = settings_text(m)
+        return {"model": m["name"], "source": f"measured: {m['run']}" + (f" ({settings})" if settings else ""),
+                "values": values, "vs_best": vs_best_text(row),
+                "items": primary.get("subset") or (str(primary["n"]) if primary.get("n") is not None else "–")}
+    r = lb["reported"][row["row"]]
+    score = r["scores"].get(table["primary"]) or {}
+    checked = score.get("checked") or check_summary(r)
+    return {"model": f"{r['model']} {REPORTED_MARK}", "source": f"reported: {r['citation']} [{ref_label(row['row'])}], "
+            f"{checked}", "values": values, "vs_best": vs_best_text(row), "items": "–"}
+
+
+def main_legend() -> str:
+    return ("Rows are ranked by the table's first column; equal numbers share a rank. Measured rows: "
+            "accuracy [95% CI, Wilson score interval over the scored items; with repeats, at the effective "
+            f"sample size of the repeat-averaged items]. {REPORTED_MARK} reported by its source (citation and "
+            "check status in the Source column and the references), not measured here: no CI, and no test, "
+            "since no per-item outputs are published. vs best measured: the row's accuracy minus the best "
+            "measured row's on the items both runs scored, with its 95% CI (paired bootstrap over items) and "
+            f"p (McNemar's exact test; a paired bootstrap test with repeats); {SIGNIFICANT_MARK} p < {ALPHA:g}, "
+            "not corrected for multiple comparisons; runs on another data file are not tested. Items: the "
+            "scored items, or why the number is not one on the whole benchmark (a subset, or a file that is "
+            "not a known release).")
 
 
 def short_sha(s: str | None) -> str:
@@ -118,7 +197,7 @@ def _legend(lb: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def _md_escape(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    return str(s).replace("|", "\\|").replace("*", "\\*").replace("\n", " ")
 
 
 def _md_table(headers: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
@@ -134,36 +213,32 @@ def render_markdown(lb: dict[str, Any], heading_level: int = 2) -> str:
     L.append(f"{h} {lb['title']}")
     L.append("")
     L.append(f"Built with dt-eval {lb['dt_eval_version']} ({lb['built_at']}). Measured rows are recomputed from "
-             "each run's `samples.jsonl`; `dt-eval leaderboard verify` recomputes them again. Reported rows are "
-             "published numbers, shown as anchors with their sources and never mixed with measured ones. "
-             "Accuracy in %, mean ± std over repeats where a run has several; MMAR-Rubrics on the challenge's "
-             "0-100 scale; hybrid = mean gated hybrid reasoning reward (0-1). Marked numbers (†, ‡, ...) were "
+             "each run's `samples.jsonl`; `dt-eval leaderboard verify` recomputes them again. Reported rows "
+             f"({REPORTED_MARK}) are published numbers, ranked beside the measured ones and always marked, with "
+             "their sources. Accuracy in %, with its 95% CI on measured rows; MMAR-Rubrics on the challenge's "
+             "0-100 scale; hybrid = mean gated hybrid reasoning reward (0-1). Marked numbers (‡, §, ...) were "
              "computed on other data, items, extraction or judges than the unmarked numbers of their column: "
              "see the comparability notes.")
     L.append("")
-
-    if lb["measured"]:
-        L.append(f"{h}# Measured with dt-eval")
-        L.append("")
-        cols = _columns(lb, lb["measured_cells"])
-        rows = []
-        for m, cells in zip(lb["measured"], lb["measured_cells"]):
-            rows.append([m["name"], f"`{m['run']}`", settings_text(m)]
-                        + [_cell_text(c, cells.get(c["key"])) for c in cols])
-        L += _md_table(["Model", "Run", "Settings"] + [c["title"] for c in cols], rows,
-                       ["l", "l", "l"] + ["r"] * len(cols))
+    if lb.get("warnings"):
+        L.append("**Not the whole benchmark:** " + "; ".join(lb["warnings"]) + ".")
         L.append("")
 
-    if lb["reported"]:
-        L.append(f"{h}# Reported (published numbers, not measured here)")
+    for table in lb.get("main_tables") or []:
+        L.append(f"{h}# {table['title']}")
         L.append("")
-        cols = _columns(lb, lb["reported_cells"])
+        titles = {c["key"]: c["title"] for c in lb["columns"]}
+        heads = [f"{titles[table['primary']]} (95% CI)"] + [titles[k] for k in table["columns"][1:]]
         rows = []
-        for i, (r, cells) in enumerate(zip(lb["reported"], lb["reported_cells"])):
-            rows.append([f"{r['model']} *(reported)*"] + [_cell_text(c, cells.get(c["key"])) for c in cols]
-                        + [f"[{ref_label(i)}](#references)", r["checked"]])
-        L += _md_table(["Model"] + [c["title"] for c in cols] + ["Source", "Checked"], rows,
-                       ["l"] + ["r"] * len(cols) + ["l", "l"])
+        for row in table["rows"]:
+            c = main_cells(lb, table, row)
+            rank = str(row["rank"]) if row["rank"] is not None else "–"
+            rows.append([rank, c["model"], c["source"], *c["values"], c["vs_best"], c["items"]])
+        L += _md_table(["Rank", "Model", "Source", *heads, "vs best measured", "Items"], rows,
+                       ["r", "l", "l"] + ["r"] * len(heads) + ["l", "l"])
+        L.append("")
+    if lb.get("main_tables"):
+        L.append(main_legend())
         L.append("")
 
     if lb["diffs"]:
@@ -208,19 +283,24 @@ def render_markdown(lb: dict[str, Any], heading_level: int = 2) -> str:
                 k = t["repeats"]
                 acc = t.get("accuracy") or {}
                 raw = t.get("official_raw") or {}
+                ci = t.get("accuracy_ci") or {}
                 rows.append([m["name"], f"`{m['run']}`", name, str(t["items"]), str(k),
                              fmt("accuracy", acc.get("mean"), acc.get("std"), k),
+                             ci_suffix({"ci_low": ci.get("low"), "ci_high": ci.get("high")}).strip() or "–",
+                             f"{ci['stderr']:.2f}" if ci.get("stderr") is not None else "–",
                              fmt("accuracy", raw.get("mean"), raw.get("std"), k),
                              str(t["unparsed"]), str(t["errors"]),
                              fmt("accuracy", t.get("pass_at_k")) if k > 1 else "–",
                              fmt("accuracy", t.get("majority_vote")) if k > 1 else "–",
                              f"`{short_sha(t['data_sha256'])}`", f"`{short_sha(m['samples_sha256'])}`"])
-        L += _md_table(["Model", "Run", "Task", "Items", "Repeats", "Accuracy", "Official raw", "Unparsed", "Errors",
-                        "pass@k", "maj@k", "Data sha256", "samples.jsonl sha256"], rows,
-                       ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l", "l"])
+        L += _md_table(["Model", "Run", "Task", "Items", "Repeats", "Accuracy", "95% CI", "Stderr", "Official raw",
+                        "Unparsed", "Errors", "pass@k", "maj@k", "Data sha256", "samples.jsonl sha256"], rows,
+                       ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "l", "l"])
         L.append("")
-        L.append("Accuracy: the official match on the final answer dt-eval extracted; official raw: the official "
-                 "script's match on the whole post-reasoning output (no extraction).")
+        L.append("Accuracy: the official match on the final answer dt-eval extracted (mean ± std over repeats); "
+                 "95% CI: Wilson score interval (at the effective sample size with repeats); stderr: the standard "
+                 "error of the mean over items (lm-eval's definition); official raw: the official script's match on "
+                 "the whole post-reasoning output (no extraction).")
         L.append("")
 
     L.append(f"{h}# Comparability notes")
@@ -237,7 +317,7 @@ def render_markdown(lb: dict[str, Any], heading_level: int = 2) -> str:
         L.append(f"{h}# References")
         L.append("")
         for i, r in enumerate(lb["reported"]):
-            note = f" Checked: {r['checked']}" + (f" ({r['check_note']})" if r.get("check_note") else "") + "."
+            note = f" Checked against the source: {check_summary(r)}."
             if r.get("note"):
                 note += f" Note: {r['note']}."
             L.append(f"- {ref_label(i)} {r['model']}: {r['citation']}. <{r['source']}>.{note}")
@@ -258,16 +338,23 @@ def _col_of(cells: dict[str, Any], cell: dict[str, Any]) -> str:
 
 
 def _cat_text(v: dict[str, Any] | None, k: int) -> str:
+    """A category's accuracy (mean ± std over repeats) and its 95% CI."""
     if not v or v.get("mean") is None:
         return "–"
-    return fmt("accuracy", v["mean"], v.get("std"), k)
+    return fmt("accuracy", v["mean"], v.get("std"), k) + ci_suffix(v)
 
 
 # ---------------------------------------------------------------------------------------------
 # CSV (long format: one row per number)
 
 CSV_HEADER = ["kind", "model", "run", "column", "column_title", "metric", "value", "std", "repeats", "items",
-              "marker", "comparability", "reference", "citation", "source", "checked"]
+              "marker", "comparability", "reference", "citation", "source", "checked",
+              "ci_low", "ci_high", "ci_method", "rank", "p_vs_best", "test_vs_best", "subset"]
+
+
+def _ranks(lb: dict[str, Any]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """(kind, row, column key) -> its row of a ranked table (the table's first column only)."""
+    return {(r["kind"], r["row"], t["primary"]): r for t in lb.get("main_tables") or [] for r in t["rows"]}
 
 
 def render_csv(lb: dict[str, Any]) -> str:
@@ -275,22 +362,36 @@ def render_csv(lb: dict[str, Any]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADER)
     cols = {c["key"]: c for c in lb["columns"]}
+    ranks = _ranks(lb)
 
     def num(x: float | None, metric: str = "accuracy") -> str:
         if x is None:
             return ""
         return f"{x:.6f}".rstrip("0").rstrip(".") if metric == "hybrid" else f"{x:.4f}".rstrip("0").rstrip(".")
 
-    for m, cells in zip(lb["measured"], lb["measured_cells"]):
+    def rank_cols(kind: str, i: int, key: str) -> list[Any]:
+        r = ranks.get((kind, i, key))
+        if r is None:
+            return ["", "", ""]
+        vs = r.get("vs_best") or {}
+        if vs.get("status") == "tested":
+            return [r["rank"] or "", f"{vs['p']:.6g}", vs["method"]]
+        return [r["rank"] or "", "", vs.get("status", "")]
+
+    for i, (m, cells) in enumerate(zip(lb["measured"], lb["measured_cells"])):
         for key, c in cells.items():
             col = cols[key]
             w.writerow(["measured", m["name"], m["run"], key, col["title"], col["metric"],
-                        num(c["value"], col["metric"]), num(c.get("std"), col["metric"]) if (c.get("k") or 0) > 1 else "", c.get("k") or "",
-                        c.get("n") or "", c["marker"], lb["groups"][c["group"]]["description"], "", "", "", ""])
+                        num(c["value"], col["metric"]),
+                        num(c.get("std"), col["metric"]) if (c.get("k") or 0) > 1 else "", c.get("k") or "",
+                        c.get("n") or "", c["marker"], lb["groups"][c["group"]]["description"], "", "", "", "",
+                        num(c.get("ci_low")), num(c.get("ci_high")), c.get("ci_method") or "",
+                        *rank_cols("measured", i, key), c.get("subset") or ""])
     for tab in lb["category_tables"]:
         for row in tab["rows"]:
             m = lb["measured"][row["measured"]]
             t = m["tasks"][row["task"]]
+            method = (t.get("accuracy_ci") or {}).get("method") or ""
             for k in tab["keys"]:
                 v = row["values"].get(k)
                 if not v:
@@ -298,20 +399,26 @@ def render_csv(lb: dict[str, Any]) -> str:
                 w.writerow(["measured", m["name"], m["run"], f"{row['task']}[{tab['field']}={k}]",
                             f"{tab['title']}: {k}", "accuracy", num(v.get("mean")),
                             num(v.get("std")) if t["repeats"] > 1 else "", t["repeats"], v.get("total") or "",
-                            _main_marker(lb, row), "", "", "", "", ""])
+                            _main_marker(lb, row), "", "", "", "", "",
+                            num(v.get("ci_low")), num(v.get("ci_high")), method if v.get("ci_low") is not None else "",
+                            "", "", "", ""])
     for i, (r, cells) in enumerate(zip(lb["reported"], lb["reported_cells"])):
         for key, c in cells.items():
             col = cols[key]
             w.writerow(["reported", r["model"], "", key, col["title"], col["metric"],
-                        num(c["value"], col["metric"]), "", "", "", c["marker"], lb["groups"][c["group"]]["description"], ref_label(i), r["citation"],
-                        r["source"], r["checked"]])
+                        num(c["value"], col["metric"]), "", "", "", c["marker"],
+                        lb["groups"][c["group"]]["description"], ref_label(i), r["citation"], r["source"],
+                        (r["scores"].get(key) or {}).get("checked") or check_summary(r),
+                        "", "", "", *rank_cols("reported", i, key), ""])
     for d in lb["diffs"]:
         m, r = lb["measured"][d["measured"]], lb["reported"][d["reported"]]
         col = cols[d["column"]]
         w.writerow(["delta", m["name"], m["run"], d["column"], col["title"], col["metric"],
                     num(d["delta"], col["metric"]), "", "", "", "",
                     "measured minus reported" + ("" if d["same_group"] else " (not like for like)"),
-                    ref_label(d["reported"]), r["citation"], r["source"], r["checked"]])
+                    ref_label(d["reported"]), r["citation"], r["source"],
+                    (r["scores"].get(d["column"]) or {}).get("checked") or check_summary(r),
+                    "", "", "", "", "", "", ""])
     return buf.getvalue()
 
 
@@ -334,6 +441,11 @@ p.lead { color: var(--muted); max-width: 980px; }
 table { border-collapse: collapse; margin: 6px 0 4px; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 10px; text-align: left; white-space: nowrap; }
 td.num, th.num { text-align: right; }
+td.src, th.src { white-space: normal; min-width: 18em; max-width: 30em; overflow-wrap: anywhere; }
+td.note, th.note { white-space: normal; min-width: 9em; max-width: 16em; }
+table.ranked tbody tr.reported { background: var(--rep); }
+p.warn { background: #fff4e5; border-left: 4px solid #e08a00; padding: 6px 10px; max-width: 980px; }
+p.legend-main { color: var(--muted); font-size: 12px; max-width: 980px; }
 thead th { background: var(--head); position: sticky; top: 0; font-weight: 600; }
 table.sortable thead th { cursor: pointer; user-select: none; }
 table.sortable thead th::after { content: " \\2195"; color: #a0a8b0; font-size: 11px; }
@@ -406,21 +518,26 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _num_td(text: str, value: float | None, marker: str = "", title: str | None = None) -> str:
+def _num_td(text: str, value: float | None, marker: str = "", title: str | None = None,
+            cls: str | None = None) -> str:
     v = "" if value is None else repr(float(value))
     t = f' title="{_e(title)}"' if title else ""
     mk = f'<span class="mark">{_e(marker)}</span>' if marker else ""
-    return f'<td class="num" data-v="{v}"{t}>{_e(text)}{mk}</td>'
+    return f'<td class="num{" " + cls if cls else ""}" data-v="{v}"{t}>{_e(text)}{mk}</td>'
 
 
-def _txt_td(text: str, sort: str | None = None, raw_html: str | None = None) -> str:
+def _txt_td(text: str, sort: str | None = None, raw_html: str | None = None, cls: str | None = None) -> str:
     body = raw_html if raw_html is not None else _e(text)
-    return f'<td data-v="{_e(sort if sort is not None else text)}">{body}</td>'
+    c = f' class="{cls}"' if cls else ""
+    return f'<td{c} data-v="{_e(sort if sort is not None else text)}">{body}</td>'
 
 
-def _thead(cols: list[tuple[str, str]]) -> str:
-    ths = "".join(f'<th data-type="{t}" class="{"num" if t == "num" else ""}" scope="col">{_e(name)}</th>'
-                  for name, t in cols)
+def _thead(cols: list[tuple[str, str]], wrap: dict[int, str] | None = None) -> str:
+    """Header cells; `wrap` maps a column to the class of its long text (a citation: "src", a note:
+    "note") that wraps instead of widening the table."""
+    wrap = wrap or {}
+    ths = "".join(f'<th data-type="{t}" class="{" ".join(x for x in ("num" if t == "num" else "", wrap.get(i, "")) if x)}" '
+                  f'scope="col">{_e(name)}</th>' for i, (name, t) in enumerate(cols))
     return f"<thead><tr>{ths}</tr></thead>"
 
 
@@ -436,54 +553,45 @@ def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     out.append(f"<h1>{_e(lb['title'])}</h1>")
     out.append(f'<p class="lead">Built with dt-eval {_e(lb["dt_eval_version"])} ({_e(lb["built_at"])}). '
                "<b>Measured</b> rows were recomputed from each run's <code>samples.jsonl</code> "
-               "(check with <code>dt-eval leaderboard verify</code>); <b>reported</b> rows are published numbers "
-               "with their sources, kept in their own table. Accuracy in %, mean ± std over repeats. "
-               "Numbers with a <span class=\"mark\">red mark</span> were computed on other data, items, "
-               "extraction or judges than the unmarked numbers of their column (see comparability notes). "
-               "Click a column header to sort.</p>")
+               "(check with <code>dt-eval leaderboard verify</code>); <b>reported</b> rows "
+               f"({_e(REPORTED_MARK)}) are published numbers with their sources, ranked in the same tables and "
+               "always marked. Accuracy in %, with its 95% CI on measured rows. Numbers with a "
+               "<span class=\"mark\">red mark</span> were computed on other data, items, extraction or judges "
+               "than the unmarked numbers of their column (see comparability notes). Click a column header to "
+               "sort.</p>")
+    if lb.get("warnings"):
+        out.append('<p class="warn" id="subset-warning"><b>Not the whole benchmark:</b> '
+                   + "; ".join(_e(w) for w in lb["warnings"]) + ".</p>")
 
-    if lb["measured"]:
-        cols = _columns(lb, lb["measured_cells"])
-        out.append('<h2>Measured with dt-eval <span class="badge measured">measured</span></h2>')
-        out.append('<div class="wrap"><table class="sortable measured" id="measured">')
-        out.append(_thead([("Model", "text"), ("Run", "text"), ("Settings", "text")]
-                          + [(c["title"], "num") for c in cols]))
+    titles = {c["key"]: c["title"] for c in lb["columns"]}
+    for ti, table in enumerate(lb.get("main_tables") or []):
+        out.append(f"<h2>{_e(table['title'])}</h2>")
+        out.append(f'<div class="wrap"><table class="sortable ranked" id="main-{ti}" data-key="{_e(table["key"])}">')
+        heads = [(f"{titles[table['primary']]} (95% CI)", "num")] + [(titles[k], "num") for k in table["columns"][1:]]
+        n = 3 + len(heads)
+        out.append(_thead([("Rank", "num"), ("Model", "text"), ("Source", "text"), *heads,
+                           ("vs best measured", "num"), ("Items", "text")], wrap={2: "src", n: "note", n + 1: "note"}))
         out.append("<tbody>")
-        for i, (m, cells) in enumerate(zip(lb["measured"], lb["measured_cells"])):
-            tds = [_txt_td(m["name"], raw_html=f'{_e(m["name"])}<span class="badge measured">measured</span>'),
-                   _txt_td(m["run"], raw_html=f"<code>{_e(m['run'])}</code>"), _txt_td(settings_text(m))]
-            for c in cols:
-                cell = cells.get(c["key"])
-                if cell is None:
-                    tds.append(_num_td("–", None))
-                else:
-                    tds.append(_num_td(fmt(c["metric"], cell["value"], cell.get("std"), cell.get("k")), cell["value"],
-                                       cell["marker"], groups[cell["group"]]["description"]))
-            out.append(f'<tr data-i="{i}">' + "".join(tds) + "</tr>")
+        for i, row in enumerate(table["rows"]):
+            c = main_cells(lb, table, row)
+            kind = row["kind"]
+            src_cells = (lb["measured_cells"] if kind == "measured" else lb["reported_cells"])[row["row"]]
+            badge = f'<span class="badge {kind}">{kind}</span>'
+            name = c["model"]
+            tds = [_num_td(str(row["rank"]) if row["rank"] is not None else "–", row["rank"]),
+                   _txt_td(name, raw_html=_e(name) + badge), _txt_td(c["source"], cls="src")]
+            for key, text in zip(table["columns"], c["values"]):
+                cell = src_cells.get(key)
+                tds.append(_num_td(text, cell["value"] if cell else None,
+                                   title=groups[cell["group"]]["description"] if cell else None))
+            vs = row.get("vs_best") or {}
+            tds.append(_num_td(c["vs_best"], vs.get("diff") if vs.get("status") == "tested" else
+                               (0.0 if vs.get("status") == "best" else None), cls="note"))
+            tds.append(_txt_td(c["items"], cls="note"))
+            out.append(f'<tr class="{kind}" data-i="{i}">' + "".join(tds) + "</tr>")
         out.append("</tbody></table></div>")
-
-    if lb["reported"]:
-        cols = _columns(lb, lb["reported_cells"])
-        out.append('<h2>Reported (published numbers, not measured here) '
-                   '<span class="badge reported">reported</span></h2>')
-        out.append('<div class="wrap"><table class="sortable reported" id="reported">')
-        out.append(_thead([("Model", "text")] + [(c["title"], "num") for c in cols]
-                          + [("Source", "text"), ("Checked", "text")]))
-        out.append("<tbody>")
-        for i, (r, cells) in enumerate(zip(lb["reported"], lb["reported_cells"])):
-            tds = [_txt_td(r["model"], raw_html=f'{_e(r["model"])}<span class="badge reported">reported</span>')]
-            for c in cols:
-                cell = cells.get(c["key"])
-                if cell is None:
-                    tds.append(_num_td("–", None))
-                else:
-                    tds.append(_num_td(fmt(c["metric"], cell["value"]), cell["value"], cell["marker"],
-                                       groups[cell["group"]]["description"]))
-            tds.append(_txt_td(r["citation"], raw_html=f'<a href="{_e(r["source"])}">{_e(r["citation"])}</a>'))
-            tds.append(_txt_td(r["checked"], raw_html=_e(r["checked"]) + (
-                f' <span class="muted" title="{_e(r["check_note"])}">(?)</span>' if r.get("check_note") else "")))
-            out.append(f'<tr data-i="{i}">' + "".join(tds) + "</tr>")
-        out.append("</tbody></table></div>")
+    if lb.get("main_tables"):
+        out.append(f'<p class="legend-main">{_e(main_legend())}</p>')
 
     if lb["diffs"]:
         titles = {c["key"]: c["title"] for c in lb["columns"]}
@@ -537,8 +645,9 @@ def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
         out.append("<h2>Run details</h2>")
         out.append('<div class="wrap"><table class="sortable" id="details">')
         out.append(_thead([("Model", "text"), ("Run", "text"), ("Task", "text"), ("Items", "num"), ("Repeats", "num"),
-                           ("Accuracy", "num"), ("Official raw", "num"), ("Unparsed", "num"), ("Errors", "num"),
-                           ("Data sha256", "text"), ("samples.jsonl sha256", "text"), ("Training", "text")]))
+                           ("Accuracy", "num"), ("95% CI", "text"), ("Official raw", "num"), ("Unparsed", "num"),
+                           ("Errors", "num"), ("Data sha256", "text"), ("samples.jsonl sha256", "text"),
+                           ("Training", "text")]))
         out.append("<tbody>")
         i = 0
         for m in lb["measured"]:
@@ -552,6 +661,8 @@ def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
                     _txt_td(m["name"]), _txt_td(m["run"], raw_html=f"<code>{_e(m['run'])}</code>"), _txt_td(name),
                     _num_td(str(t["items"]), t["items"]), _num_td(str(k), k),
                     _num_td(fmt("accuracy", acc.get("mean"), acc.get("std"), k), acc.get("mean")),
+                    _txt_td(ci_suffix({"ci_low": (t.get("accuracy_ci") or {}).get("low"),
+                                       "ci_high": (t.get("accuracy_ci") or {}).get("high")}).strip() or "–"),
                     _num_td(fmt("accuracy", raw.get("mean"), raw.get("std"), k), raw.get("mean")),
                     _num_td(str(t["unparsed"]), t["unparsed"]), _num_td(str(t["errors"]), t["errors"]),
                     _txt_td(t["data_sha256"] or "", raw_html=f"<code>{_e(short_sha(t['data_sha256']))}</code>"),
@@ -573,7 +684,7 @@ def render_html(lb: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     if lb["reported"]:
         out.append("<h2>References</h2><ol>")
         for r in lb["reported"]:
-            note = f" — checked: {_e(r['checked'])}" + (f" ({_e(r['check_note'])})" if r.get("check_note") else "")
+            note = f" — checked against the source: {_e(check_summary(r))}"
             if r.get("note"):
                 note += f". Note: {_e(r['note'])}"
             out.append(f'<li>{_e(r["model"])}: {_e(r["citation"])}. <a href="{_e(r["source"])}">{_e(r["source"])}</a>'
@@ -609,11 +720,12 @@ def embedded_images(page: str) -> dict[str, list[bytes]]:
 
 def plot_caption(lb: dict[str, Any], name: str) -> str:
     if name == "accuracy-vs-reasoning":
-        return ("Accuracy vs reasoning quality: MMAR-Rubrics score (left) and mean hybrid reward (right). "
-                "Filled: measured with dt-eval; hollow: reported.")
+        return ("Accuracy vs reasoning quality (MMAR-Rubrics score, mean hybrid reward; a panel per score that "
+                "the runs or sources have). Filled: measured with dt-eval; hollow: reported.")
     for tab in lb["category_tables"]:
         if name == f"categories-{tab['family']}-{tab['field']}":
-            return f"{tab['title']}: accuracy per category, one bar per run (error bars: std over repeats)."
+            return (f"{tab['title']}: accuracy per category, one bar per run (error bars: 95% CI, Wilson score "
+                    "interval).")
     return name
 
 
@@ -652,97 +764,157 @@ def render_plots(lb: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     A pure function of `lb` for one matplotlib/FreeType: matplotlib's own defaults (no user
     matplotlibrc or style) and only its bundled font, so `verify` can render the plots again and
     compare them with the files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with matplotlib.rc_context():
-        matplotlib.rcdefaults()
-        # one bundled font, no fallback to whatever fonts the machine has
-        matplotlib.rcParams["font.family"] = ["DejaVu Sans"]
-        return _draw_plots(lb, out_dir, plt)
-
-
-def _draw_plots(lb: dict[str, Any], out_dir: Path, plt: Any) -> dict[str, Path]:
     plots_dir = out_dir / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    with plot_figures(lb) as figures:
+        for name, fig in figures.items():
+            path = plots_dir / f"{name}.png"
+            fig.savefig(path, dpi=110, metadata={"Software": None})
+            written[name] = path
+    return written
+
+
+class plot_figures:  # a context manager used like a function, hence the name
+    """`with plot_figures(lb) as figs:` the plots as matplotlib figures ({name: Figure}), drawn with
+    matplotlib's defaults and its bundled font; closed on exit."""
+
+    def __init__(self, lb: dict[str, Any]):
+        self.lb = lb
+
+    def __enter__(self) -> dict[str, Any]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self._plt = plt
+        self._rc = matplotlib.rc_context()
+        self._rc.__enter__()
+        matplotlib.rcdefaults()
+        # one bundled font, no fallback to whatever fonts the machine has
+        matplotlib.rcParams["font.family"] = ["DejaVu Sans"]
+        self.figures = _draw_plots(self.lb, plt)
+        return self.figures
+
+    def __exit__(self, *exc: object) -> None:
+        for fig in self.figures.values():
+            self._plt.close(fig)
+        self._rc.__exit__(*exc)
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=True)) or text
+
+
+def _draw_plots(lb: dict[str, Any], plt: Any) -> dict[str, Any]:
+    """The figures. No point labels on the axes (they collide): numbers and names are in legends
+    outside the axes (layout="constrained" keeps every text inside the figure), long labels are
+    wrapped, and a panel is drawn only for a score some row has."""
+    figures: dict[str, Any] = {}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    meta = {"Software": None}
+    shapes = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 
-    # accuracy vs reasoning quality
     rub, hyb = _plot_points(lb)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, pts, xlabel, scale in ((axes[0], rub, "MMAR-Rubrics score (0-100)", 1.0),
-                                   (axes[1], hyb, "mean hybrid reasoning reward (0-1)", 1.0)):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        if not pts:
-            ax.text(0.5, 0.5, "no scores of this kind\nin these runs or sources", ha="center", va="center",
-                    transform=ax.transAxes, color="#777")
-            ax.set_xticks([])
-            continue
-        for i, (label, x, y, kind) in enumerate(pts):
-            color = colors[i % len(colors)]
-            if kind == "measured":
-                ax.scatter([x * scale], [y], s=60, color=color, edgecolor="black", linewidth=0.6, zorder=3,
-                           label=label)
-            else:
-                ax.scatter([x * scale], [y], s=60, facecolor="none", edgecolor=color, linewidth=1.6, zorder=3,
-                           label=f"{label} (reported)")
-            ax.annotate(str(i + 1), (x * scale, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
-                        color=color)
-        xs = [p[1] * scale for p in pts]
-        ys = [p[2] for p in pts]
-        padx = max(0.05 * (max(xs) - min(xs)), 0.02 if scale == 1.0 and max(xs) <= 1.0 else 1.0)
-        pady = max(0.08 * (max(ys) - min(ys)), 1.0)
-        ax.set_xlim(min(xs) - padx, max(xs) + padx)
-        ax.set_ylim(min(ys) - pady, max(ys) + pady * 3)
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, [f"{i + 1}: {lab}" for i, lab in enumerate(labels)], fontsize=7, loc="upper left",
-                  framealpha=0.9)
-    axes[0].set_title("Accuracy vs MMAR-Rubrics")
-    axes[1].set_title("Accuracy vs hybrid reasoning reward")
-    fig.tight_layout()
-    path = plots_dir / "accuracy-vs-reasoning.png"
-    fig.savefig(path, dpi=110, metadata=meta)
-    plt.close(fig)
-    written["accuracy-vs-reasoning"] = path
+    panels = [(pts, xlabel, title) for pts, xlabel, title in (
+        (rub, "MMAR-Rubrics score (0-100)", "Accuracy vs MMAR-Rubrics"),
+        (hyb, "mean hybrid reasoning reward (0-1)", "Accuracy vs hybrid reasoning reward")) if pts]
+    if panels:
+        n_leg = max(len(p[0]) for p in panels)
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2 + 0.32 * n_leg),
+                                 layout="constrained", squeeze=False)
+        for ax, (pts, xlabel, title) in zip(axes[0], panels):
+            for i, (label, x, y, kind) in enumerate(pts):
+                color, shape = colors[i % len(colors)], shapes[i % len(shapes)]  # coinciding points stay apart
+                style = {"s": 60, "marker": shape, "linewidth": 0.8, "zorder": 3}
+                if kind == "measured":
+                    ax.scatter([x], [y], color=color, edgecolor="black", label=_wrap(label, 48), **style)
+                else:
+                    ax.scatter([x], [y], facecolor="none", edgecolor=color, label=_wrap(f"{label} (reported)", 48),
+                               **(style | {"linewidth": 1.6}))
+            xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+            padx = max(0.05 * (max(xs) - min(xs)), 0.02 if max(xs) <= 1.0 else 1.0)
+            pady = max(0.08 * (max(ys) - min(ys)), 1.0)
+            ax.set_xlim(min(xs) - padx, max(xs) + padx)
+            ax.set_ylim(min(ys) - pady, max(ys) + pady)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_title(title)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+        figures["accuracy-vs-reasoning"] = fig
 
-    # per-category bars
     for tab in lb["category_tables"]:
-        keys = tab["keys"]
-        rows = tab["rows"]
+        keys, rows = tab["keys"], tab["rows"]
+        labels = [_wrap(k, 14) for k in keys]
+        widest = max((len(line) for lab in labels for line in lab.split("\n")), default=4)
+        slot = max(0.8, 0.085 * widest) * (1 + 0.12 * max(0, len(rows) - 2))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.4 + slot * len(keys)), 4.6 + 0.3 * ((len(rows) + 1) // 2)),
+                               layout="constrained")
         width = 0.8 / max(1, len(rows))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * len(keys) * max(1, len(rows)) ** 0.5), 4.4))
         for j, row in enumerate(rows):
             m = lb["measured"][row["measured"]]
-            k = m["tasks"][row["task"]]["repeats"]
-            vals = [(row["values"].get(c) or {}).get("mean") for c in keys]
-            errs = [((row["values"].get(c) or {}).get("std") or 0.0) if k > 1 else 0.0 for c in keys]
-            xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(keys))]
-            ax.bar([x for x, v in zip(xs, vals) if v is not None], [v for v in vals if v is not None], width,
-                   yerr=[e for e, v in zip(errs, vals) if v is not None] if k > 1 else None, capsize=3,
-                   label=f"{m['name']} ({m['run']}){_main_marker(lb, row)}", color=colors[j % len(colors)],
-                   edgecolor="black", linewidth=0.4)
+            xs, vals, lo, hi = [], [], [], []
+            for i, c in enumerate(keys):
+                v = row["values"].get(c) or {}
+                if v.get("mean") is None:
+                    continue
+                xs.append(i + (j - (len(rows) - 1) / 2) * width)
+                vals.append(v["mean"])
+                low, high = v.get("ci_low"), v.get("ci_high")
+                lo.append(max(0.0, v["mean"] - low) if low is not None else 0.0)
+                hi.append(max(0.0, high - v["mean"]) if high is not None else 0.0)
+            ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, color=colors[j % len(colors)], edgecolor="black",
+                   linewidth=0.4, error_kw={"elinewidth": 0.8},
+                   label=_wrap(f"{m['name']} ({m['run']}){_main_marker(lb, row)}", 60))
         ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels(keys, rotation=25 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center",
-                           fontsize=8)
-        ax.set_ylim(0, 100 + 9 * (1 + (len(rows) - 1) // 3))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_ylim(0, 104)  # room for a cap at 100
         ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{tab['title']} (measured)")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", ncol=min(3, len(rows)), framealpha=0.9)
-        fig.tight_layout()
-        name = f"categories-{tab['family']}-{tab['field']}"
-        path = plots_dir / f"{name}.png"
-        fig.savefig(path, dpi=110, metadata=meta)
-        plt.close(fig)
-        written[name] = path
-    return written
+        fig.legend(fontsize=7, loc="outside lower center", ncol=min(2, len(rows)), frameon=False)
+        figures[f"categories-{tab['family']}-{tab['field']}"] = fig
+    return figures
+
+
+def text_overlaps(fig: Any) -> list[str]:
+    """Texts of a drawn figure that overlap one another or stick out of the figure (tick labels,
+    titles, axis labels, legend entries), as readable lines; [] when the layout is clean. The
+    legend of an axes must not cover its plotting area either."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    fb = fig.bbox
+    hidden = set()  # labels of ticks outside the view limits: matplotlib does not draw them
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 * (abs(lo) + 1) <= tick.get_loc() <= hi + 1e-9 * (abs(hi) + 1):
+                    hidden.update({id(tick.label1), id(tick.label2)})
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+    boxes = [(t, t.get_window_extent(renderer)) for t in texts]
+    problems = []
+    for t, b in boxes:
+        if b.x0 < fb.x0 - 0.5 or b.y0 < fb.y0 - 0.5 or b.x1 > fb.x1 + 0.5 or b.y1 > fb.y1 + 0.5:
+            problems.append(f"{t.get_text()!r} sticks out of the figure")
+    for i, (t1, b1) in enumerate(boxes):
+        for t2, b2 in boxes[i + 1:]:
+            if b1.overlaps(b2) and min(b1.x1, b2.x1) - max(b1.x0, b2.x0) > 0.5 \
+                    and min(b1.y1, b2.y1) - max(b1.y0, b2.y0) > 0.5:
+                problems.append(f"{t1.get_text()!r} overlaps {t2.get_text()!r}")
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None and leg.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)):
+            lb_, ab = leg.get_window_extent(renderer), ax.get_window_extent(renderer)
+            if min(lb_.y1, ab.y1) - max(lb_.y0, ab.y0) > 0.5 and min(lb_.x1, ab.x1) - max(lb_.x0, ab.x0) > 0.5:
+                problems.append(f"the legend covers the plot {ax.get_title()!r}")
+    return problems
 
 
 def data_uri(path: Path) -> str:
@@ -763,8 +935,10 @@ def write_all(lb: dict[str, Any], out_dir: str | Path, plots: bool = True) -> di
         written.update({f"plot:{k}": v for k, v in pngs.items()})
     lb["plots"] = {k: f"{PLOTS_DIR}/{v.name}" for k, v in pngs.items()}
     lb["plot_renderer"] = plot_renderer() if pngs else None
-    for name, text in ((JSON_FILE, render_json(lb)), (MD_FILE, render_markdown(lb)), (CSV_FILE, render_csv(lb)),
-                       (HTML_FILE, render_html(lb, {k: data_uri(v) for k, v in pngs.items()}))):
+    from dt_eval.reporting.leaderboard.latex import render_latex
+
+    for name, text in ((JSON_FILE, render_json(lb)), (MD_FILE, render_markdown(lb)), (TEX_FILE, render_latex(lb)),
+                       (CSV_FILE, render_csv(lb)), (HTML_FILE, render_html(lb, {k: data_uri(v) for k, v in pngs.items()}))):
         p = out / name
         p.write_text(text, encoding="utf-8")
         written[name] = p

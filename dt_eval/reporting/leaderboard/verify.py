@@ -9,8 +9,10 @@ For each measured row, from the run directory the leaderboard JSON names:
 3. the per-sample `correct` flags must sum to the rescored count;
 4. (unless --no-reextract) every answer is extracted again from the raw model output and
    rescored with the official scorer: the records' extraction must agree with the outputs;
-5. the comparability marks and differences are rebuilt, and the Markdown, CSV and HTML files
-   must be byte-identical to a fresh render of the JSON.
+5. the comparability marks, differences, ranked tables (ranks, CIs, the paired tests against the
+   best measured row, from the per-item verdicts recomputed in step 2) and subset warnings are
+   rebuilt, and the Markdown, LaTeX, CSV and HTML files must be byte-identical to a fresh render
+   of the JSON.
 
 The reported rows must equal the entries of the published file they were built from, re-read
 (its sha256 must still be the one recorded at build time). The plots are rendered again from
@@ -38,7 +40,9 @@ from dt_eval.reporting.leaderboard.build import (
     category_tables,
     file_sha256,
     measure_run,
+    subset_warnings,
 )
+from dt_eval.reporting.leaderboard.latex import render_latex
 from dt_eval.reporting.leaderboard.published import (
     PublishedError,
     entry_to_json,
@@ -49,6 +53,7 @@ from dt_eval.reporting.leaderboard.render import (
     HTML_FILE,
     JSON_FILE,
     MD_FILE,
+    TEX_FILE,
     embedded_images,
     render_csv,
     render_html,
@@ -368,11 +373,12 @@ def verify(lb_dir: str | Path, reextract: bool = True, published: str | Path | N
     # derived parts: cells, columns, marks, diffs, category tables
     derived = assemble(fresh_measured, reported)
     derived["category_tables"] = category_tables(fresh_measured)
+    derived["warnings"] = subset_warnings(fresh_measured)
     _compare_cells([f"{m['name']} ({m['run']})" for m in lb["measured"]], lb.get("measured_cells") or [],
                    derived["measured_cells"], report)
     _compare_cells([f"reported {r.get('model')} (R{i + 1})" for i, r in enumerate(lb["reported"])],
                    lb.get("reported_cells") or [], derived["reported_cells"], report)
-    for key in ("columns", "groups", "diffs", "category_tables"):
+    for key in ("columns", "groups", "diffs", "category_tables", "main_tables", "warnings"):
         a, b = _flatten(lb.get(key)), _flatten(derived[key])
         diff = [k for k in sorted(set(a) | set(b)) if not _same(a.get(k), b.get(k))]
         report.checked_numbers += len(set(a) | set(b))
@@ -386,7 +392,7 @@ def verify(lb_dir: str | Path, reextract: bool = True, published: str | Path | N
     if not plots and lb.get("plots"):
         report.notes.append(f"plots not checked (--no-plots): {len(lb['plots'])} plot(s) in {d / 'plots'} and "
                             f"the page")
-    renders = {MD_FILE: render_markdown(lb), CSV_FILE: render_csv(lb)}
+    renders = {MD_FILE: render_markdown(lb), TEX_FILE: render_latex(lb), CSV_FILE: render_csv(lb)}
     renders[HTML_FILE] = render_html(lb, {name: "data:image/png;base64," for name in (lb.get("plots") or {})})
     for name, expected in renders.items():
         p = d / name
