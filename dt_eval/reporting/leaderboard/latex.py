@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from dt_eval.reporting.leaderboard.build import ALPHA, MARKERS
-from dt_eval.reporting.leaderboard.render import fmt, settings_text
+from dt_eval.reporting.leaderboard.cells import fmt, settings_text
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
