@@ -7,6 +7,7 @@ whose processor takes `audio=` works, not only Qwen2-Audio.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
@@ -96,11 +97,14 @@ class HFBackend(LocalBatchedBackend):
                                 padding=True)
         inputs = inputs.to(self.device)
         s = batch[0].sampling
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **generate_kwargs(s))
-        prompt_len = inputs["input_ids"].shape[1]
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        watch = {}
+        if self.on_generated is not None and eos_ids:
+            watch["stopping_criteria"] = [_rows_done([r.key for r in batch], eos_ids, self.on_generated)]
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **generate_kwargs(s), **watch)
+        prompt_len = inputs["input_ids"].shape[1]
         pad = self.tokenizer.pad_token_id
         elapsed = time.monotonic() - t0
         results = []
@@ -124,6 +128,26 @@ class HFBackend(LocalBatchedBackend):
                 backend_info={"batch": len(batch)},
             ))
         return results
+
+
+def _rows_done(keys: list[str], eos_ids: set[int], report: Callable[[str], None]):
+    """A transformers stopping criterion that stops nothing: it reports each row of the batch
+    (by its request key) at the step the row emits an end-of-sequence token."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowsDone(StoppingCriteria):
+        def __init__(self) -> None:
+            self.reported: set[int] = set()
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+            for i, token in enumerate(input_ids[:, -1].tolist()):
+                if token in eos_ids and i not in self.reported:
+                    self.reported.add(i)
+                    report(keys[i])
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return RowsDone()
 
 
 def from_settings(settings) -> HFBackend:

@@ -40,9 +40,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _terminal_width() -> int:
-    import shutil
+    """As shutil.get_terminal_size, without importing shutil (and its compression modules) for
+    every command: argparse makes a formatter for each option it adds."""
+    import os
 
-    return shutil.get_terminal_size((100, 24)).columns - 2
+    try:
+        return int(os.environ["COLUMNS"]) - 2
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns - 2
+    except (AttributeError, ValueError, OSError):
+        return 98
 
 
 class Parser(argparse.ArgumentParser):
