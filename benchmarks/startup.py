@@ -9,8 +9,11 @@ prediction file, next to
 
 `run`: time to first request, from just before the process is spawned to the moment the first
 HTTP request reaches a local server (a threaded HTTP server inside this benchmark that answers
-like an OpenAI chat endpoint), for `dt-eval run --tasks mmau --limit 1 --backend openai`, next to
-a bare script that reads the same clip, base64-encodes it and POSTs one chat request (stdlib only).
+like an OpenAI chat endpoint), for `dt-eval run --tasks mmau --limit 1 --backend openai` on a
+fresh run directory, next to a bare script that reads the same clip, base64-encodes it and POSTs
+one chat request (stdlib only), and the whole-process time of a script that only imports the
+libraries dt-eval's client is built on (asyncio, aiohttp, numpy, soundfile): the floor for any
+client made of them.
 
 The machine may be shared, so the commands being compared are interleaved and the minimum of
 `--runs` wall times is reported (the least disturbed run). Each command runs once untimed first,
@@ -74,6 +77,9 @@ conn = http.client.HTTPConnection(url.hostname, url.port)
 conn.request("POST", url.path + "/chat/completions", body, {"Content-Type": "application/json"})
 print(json.loads(conn.getresponse().read())["choices"][0]["message"]["content"])
 '''
+
+# The floor of any client built on the same libraries: importing them and nothing else.
+LIBRARY_IMPORTS = "import asyncio, aiohttp, numpy, soundfile\n"
 
 _REPLY = json.dumps({
     "id": "startup", "object": "chat.completion", "model": "m",
@@ -246,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         pred.write_text(json.dumps(predictions(records)), encoding="utf-8")
         (tmp / "bare_score.py").write_text(BARE_SCORE, encoding="utf-8")
         (tmp / "bare_run.py").write_text(BARE_RUN, encoding="utf-8")
+        (tmp / "library_imports.py").write_text(LIBRARY_IMPORTS, encoding="utf-8")
         bench = tmp / "mmau"
         bench.mkdir()
         (bench / "mmau-test-mini.json").write_text(json.dumps(records), encoding="utf-8")
@@ -276,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             "dt-eval run": dt_eval_run,
             "bare script": lambda: to_first_request([py, str(tmp / "bare_run.py"), url, str(clip), records[0]["question"]],
                                                     env, first),
+            # whole process, not to a request: what importing dt-eval's client libraries alone costs
+            "library imports only": lambda: wall([py, str(tmp / "library_imports.py")], env),
         }, args.runs)
         srv.shutdown()
 
@@ -293,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  dt-eval score / {name}: {score['dt-eval score'] / score[name]:.2f}")
     print("\nrun: spawn -> first HTTP request at the server")
     for name, t in run.items():
-        print(f"  {name:<24} {t * 1000:7.1f} ms")
+        note = "  (whole process: asyncio, aiohttp, numpy, soundfile imported, nothing sent)" \
+            if name == "library imports only" else ""
+        print(f"  {name:<24} {t * 1000:7.1f} ms{note}")
     print(f"  dt-eval run / bare script: {run['dt-eval run'] / run['bare script']:.2f}")
+    print(f"  dt-eval run / library imports only: {run['dt-eval run'] / run['library imports only']:.2f}")
     return 0
 
 

@@ -140,8 +140,8 @@ _PROBE = """
 import sys
 from dt_eval.cli import main
 code = main(sys.argv[1:])
-print("LOADED:" + ",".join(sorted(m for m in ("torch", "vllm", "transformers", "pydantic", "typer", "aiohttp")
-                                  if m in sys.modules)), file=sys.stderr)
+print("LOADED:" + ",".join(sorted(m for m in ("torch", "vllm", "transformers", "pydantic", "typer", "aiohttp",
+                                             "asyncio", "numpy") if m in sys.modules)), file=sys.stderr)
 sys.exit(code)
 """
 
@@ -158,7 +158,7 @@ def test_help_loads_no_model_library(args):
     assert not loaded_by(*args) & {"torch", "vllm", "transformers", "typer", "pydantic"}
 
 
-def test_score_loads_neither_a_model_library_nor_pydantic(tmp_path):
+def test_score_loads_neither_a_model_library_nor_pydantic_nor_an_event_loop(tmp_path):
     sub = tmp_path / "predictions.json"
     sub.write_text(json.dumps([dict(r, model_output=r["answer"]) for r in mmau_records(20)]))
     assert loaded_by("score", "--task", "mmau", "-p", str(sub)) == set()
