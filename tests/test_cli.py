@@ -108,9 +108,10 @@ def test_a_group_without_its_subcommand_shows_its_commands():
     assert res.exit_code == 2 and "build" in res.stdout and "verify" in res.stdout
 
 
-def test_closed_pipe_ends_quietly(tmp_path):
+@pytest.mark.parametrize("args", [["tasks"], ["run", "--help"]])
+def test_closed_pipe_ends_quietly(args):
     """`dt-eval tasks | head -0`: the reader is gone before dt-eval writes; no traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "dt_eval.cli", "tasks"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "dt_eval.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=REPO)
     proc.stdout.close()  # long before the child has imported anything
     err = proc.stderr.read().decode()

@@ -85,7 +85,19 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `dt-eval ARGV` (default: sys.argv[1:]) and return its exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv), list(sys.argv) if argv is None else None)
+    except BrokenPipeError:  # `dt-eval score ... | head`: the reader is gone; say nothing more
+        import os
+
+        try:  # what is still buffered goes nowhere, instead of a second error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (redirected in-process)
+            pass
+        return EXIT_OK
+
+
+def _main(args_list: list[str], process_argv: list[str] | None) -> int:
     command = _command_in(args_list)
     passthrough: list[str] = []
     if command == "serve" and "--" in args_list:  # vLLM's own flags, handed over untouched
@@ -100,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     args.passthrough = passthrough
-    args.argv = ["dt-eval", *args_list, *(["--", *passthrough] if passthrough else [])] if argv is not None \
-        else list(sys.argv)
+    # the command line a run records in config.json (credentials are masked there)
+    args.argv = process_argv or ["dt-eval", *args_list, *(["--", *passthrough] if passthrough else [])]
     try:
         code = args.run(args)
         sys.stdout.flush()
@@ -112,11 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `dt-eval score ... | head`: the reader is gone; say nothing more
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return EXIT_OK
 
 
 def _error(message: str) -> None:
