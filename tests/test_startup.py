@@ -133,6 +133,20 @@ def test_the_cycle_check_sees_lazy_imports(tmp_path):
     assert import_cycles(module_imports(pkg)) == []
 
 
+def test_command_modules_import_only_the_standard_library_at_the_top():
+    """dt_eval/cli/<command>.py: argparse and the standard library at module level (plus the CLI's
+    own helpers and dt_eval.errors); what a command needs is imported inside it."""
+    allowed = {"__future__", "dt_eval", "dt_eval.errors", "dt_eval.cli", "dt_eval.cli.common"}
+    modules = sorted((REPO / "dt_eval" / "cli").glob("*.py"))
+    assert len(modules) >= 15
+    for path in modules:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name in allowed or name.split(".")[0] in sys.stdlib_module_names, (path.name, name)
+
+
 # --------------------------------------------------------------------------------------------
 # What each command loads
 

@@ -6,6 +6,8 @@ A schema class validates with `Schema.model_validate(data)` and gives its JSON f
 `model_dump()` and a changed copy with `model_copy(update=...)`: the names the pydantic records
 use, so callers treat both kinds alike. Unknown keys are refused; `__post_init__` checks what
 types cannot (a ValueError there is reported with the path of the object it checked).
+Subclasses pass `kw_only=True` themselves (msgspec does not inherit it), so that a required
+field may follow one with a default, as in the YAML files.
 """
 
 from __future__ import annotations
