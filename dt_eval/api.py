@@ -9,13 +9,12 @@ training loop, a notebook cell). The `dt-eval` commands are thin layers over the
     res.tasks["mmau"].errors            # failed samples (counted as wrong answers)
     res.samples[0].extracted.answer_text
 
-Everything heavy (torch, transformers, vllm, lm-eval) loads inside the call that needs it.
+Everything heavy (torch, transformers, vllm, lm-eval; even asyncio) loads inside the call that
+needs it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +64,9 @@ def run_blocking(make: Callable[[], Awaitable[T]]) -> T:
     `asyncio.run`; inside a running loop (a Jupyter cell, an async framework) the coroutine runs
     on its own loop in a worker thread while this thread waits: a running loop cannot be
     re-entered. Ctrl-C while waiting cancels the coroutine (its clean-up runs) and re-raises."""
+    import asyncio  # here, not at the top: `dt-eval score` never runs a loop
+    import threading
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -188,7 +190,7 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
              **options: Any) -> RunPlan:
     """Check every argument of a run before anything is started and turn them into RunOptions
     (see `evaluate`). Bad values raise UsageError; unknown tasks UnknownTaskError."""
-    from dt_eval.backends import backend_factory
+    from dt_eval.backends import backend_factory, backend_names
     from dt_eval.config import apply_gen_kwargs, options_from_preset, parse_gen_kwargs
     from dt_eval.integrations.lmeval import is_lm_eval_task
     from dt_eval.tasks.config import load_task
@@ -208,10 +210,11 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
             cot = check_options(o["cot"], _names(o["judge_url"]) or None)
         except RescoreError as e:
             raise UsageError(str(e)) from None
-    try:
-        backend_factory(backend)  # UnknownBackendError names the known ones; plugins are scanned only here
-    except ImportError as e:  # a plugin's entry point that does not load
-        raise UsageError(f"backend {backend!r}: {e}") from None
+    if backend not in backend_names(plugins=False):  # a built-in's module loads when the backend is made
+        try:
+            backend_factory(backend)  # UnknownBackendError names the known ones; plugins are scanned only here
+        except ImportError as e:  # a plugin's entry point that does not load
+            raise UsageError(f"backend {backend!r}: {e}") from None
     if o["backend_options"] is not None and not isinstance(o["backend_options"], Mapping):
         raise UsageError(f"backend_options must be a mapping, not {type(o['backend_options']).__name__}")
     if o["thinking"] not in ("on", "off"):
@@ -270,11 +273,13 @@ def plan_run(tasks: str | Sequence[str], model: str, *, backend: str = "openai",
 
 
 async def run_plan(plan: RunPlan) -> RunResults:
-    """Run a planned run (and its reasoning scorers); see `evaluate_async`."""
+    """Run a planned run (and its reasoning scorers); see `evaluate_async`. The backend is made
+    (for hf and vllm: the model loaded) only after the tasks, their data and the run directory
+    were checked, and only when some sample is still to be generated."""
     from dt_eval.pipeline.runner import Runner
 
-    backend = plan.make_backend()
-    results = await Runner(plan.opts, backend, on_event=plan.say, command=plan.command).execute()
+    runner = Runner(plan.opts, on_event=plan.say, command=plan.command, make_backend=plan.make_backend)
+    results = await runner.execute()
     if plan.cot:
         await _score_reasoning(plan, results)
     return results

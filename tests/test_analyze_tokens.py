@@ -214,11 +214,7 @@ def test_only_items_in_every_run_and_error_records_left_out(tmp_path):
 _PROBE = """
 import sys
 from dt_eval.cli import main
-sys.argv = ["dt-eval"] + sys.argv[1:]
-try:
-    main()
-except SystemExit as e:
-    print("EXIT:" + str(e.code), file=sys.stderr)
+print("EXIT:" + str(main(sys.argv[1:])), file=sys.stderr)
 heavy = sorted(m for m in ("torch", "transformers", "vllm") if m in sys.modules)
 print("HEAVY:" + ",".join(heavy), file=sys.stderr)
 """

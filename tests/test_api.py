@@ -14,12 +14,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import dt_eval
-from dt_eval.cli import app
 from dt_eval.records import SampleRecord
 
+from .cli import invoke
 from .fault_server import FaultServer
 from .paths import REPO
 
@@ -80,7 +79,7 @@ def test_evaluate_runs_what_dt_eval_run_runs_and_returns_typed_results(tmp_path,
     assert res.config.command[:2] == ["dt_eval.evaluate", "tasks=mmau"]
     assert not any("Traceback" in e for e in events)
     # the same run directory `dt-eval run` makes: `dt-eval report` reads it and prints the same number
-    rep = CliRunner().invoke(app, ["report", str(run)])
+    rep = invoke(["report", str(run)])
     assert rep.exit_code == 0 and f"Total Accuracy: {t.accuracy:.2f}% over 5 samples" in rep.stdout
 
 
@@ -178,7 +177,7 @@ def test_load_run_reproduces_the_numbers_release_0_1_0_wrote(tmp_path):
     missing = [s for s in res.samples if s.failed]
     assert len(missing) == 2 and all(s.error.startswith("audio: audio file not found") for s in missing)
     assert {f.name: f.read_bytes() for f in run.iterdir()} == before  # read-only
-    rep = CliRunner().invoke(app, ["report", str(run)])
+    rep = invoke(["report", str(run)])
     assert rep.exit_code == 0, rep.output
     assert "Total Accuracy: 75.00% over 4 samples" in rep.stdout and "errors: 2 sample(s) failed" in rep.stdout
 

@@ -167,11 +167,7 @@ def test_tasks_lists_counts_sources_metrics():
 _PROBE = """
 import sys
 from dt_eval.cli import main
-sys.argv = ["dt-eval"] + sys.argv[1:]
-try:
-    main()
-except SystemExit:
-    pass
+main(sys.argv[1:])
 heavy = sorted(m for m in ("torch", "vllm", "transformers", "datasets", "gradio") if m in sys.modules)
 print("HEAVY:" + ",".join(heavy), file=sys.stderr)
 """

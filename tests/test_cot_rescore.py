@@ -10,12 +10,11 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from dt_eval.cli import app
 from dt_eval.reasoning.refs import load_references, read_references
 from dt_eval.reasoning.rescore import COT_FILE, RescoreError, load_cot_aggregates, parse_cot, rescore_run
 
+from .cli import invoke
 from .test_cot_support import FakeJudge, StubEmbedder, make_run_dir
 
 pytestmark = pytest.mark.slow  # servers on 127.0.0.1 (threads; no model)
@@ -154,15 +153,14 @@ def test_cli_rescore_report_and_refs(tmp_path, monkeypatch):
     run = tmp_path / "run"
     make_run_dir(run, n=4)
     monkeypatch.setenv("DT_EVAL_JUDGE_API_KEY", "sk-never-in-records")
-    runner = CliRunner()
     with FakeJudge() as srv:
-        res = runner.invoke(app, ["rescore", str(run), "--cot", "rubrics,consistency,format", "--judge-url", srv.url,
-                                  "--judge-model", "fake-judge", "--json"])
+        res = invoke(["rescore", str(run), "--cot", "rubrics,consistency,format", "--judge-url", srv.url,
+                      "--judge-model", "fake-judge", "--json"])
         assert res.exit_code == 0, res.output
         agg = json.loads(res.stdout)
         assert agg["mmar"]["rubrics"]["score"] == pytest.approx(50.0)
         assert agg["mmar"]["judge"]["api_key_source"] == "env:DT_EVAL_JUDGE_API_KEY"
-        res = runner.invoke(app, ["report", str(run)])
+        res = invoke(["report", str(run)])
         assert res.exit_code == 0, res.output
         assert "rubrics" in res.output and "consistency" in res.output and "cot unscored" in res.output
         # refs build from a benchmark directory, with the fake judge as the teacher
@@ -174,14 +172,14 @@ def test_cli_rescore_report_and_refs(tmp_path, monkeypatch):
         out = tmp_path / "refs" / "mmau.jsonl"
         args = ["refs", "build", "--task", "mmau", "--teacher-url", srv.url, "--teacher-model", "teacher",
                 "--data-dir", str(bench), "--out", str(out)]
-        res = runner.invoke(app, args)
+        res = invoke(args)
         assert res.exit_code == 0, res.output
         assert "3 written" in res.output
         header, lines = read_references(out)
         assert header["teacher_model"] == "teacher" and header["prompt_version"].startswith("dt-eval-reference-v1@")
         refs = load_references(out)
         assert len(refs) == 3 and all("point to" in v for v in refs.values())
-        res = runner.invoke(app, args)  # resumable: nothing left to do
+        res = invoke(args)  # resumable: nothing left to do
         assert res.exit_code == 0 and "0 written, 3 already there" in res.output
     for f in (run / COT_FILE, run / "results.json", out):
         assert "sk-never-in-records" not in f.read_text()
@@ -202,9 +200,8 @@ def test_cli_rescore_prints_the_official_rubrics_tables(tmp_path):
         outputs.append((chain, rec["answer"] if i % 2 == 0 else wrong))
     run = tmp_path / "run"
     make_run_dir(run, records=recs, outputs=outputs)
-    runner = CliRunner()
     with FakeJudge() as srv:
-        res = runner.invoke(app, ["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url])
+        res = invoke(["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url])
         assert res.exit_code == 0, res.output
         sent = [r.text for r in srv.chat_requests()]
         assert len(sent) == 4 * 5 and not any("TAIL" in t for t in sent)
@@ -228,8 +225,8 @@ def test_cli_rescore_prints_the_official_rubrics_tables(tmp_path):
     assert "cut to 10,000" in note
     # the official script's behaviour on a file with the full text, on request
     with FakeJudge() as srv:
-        res = runner.invoke(app, ["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url,
-                                  "--rubrics-full-thinking"])
+        res = invoke(["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url,
+                      "--rubrics-full-thinking"])
         assert res.exit_code == 0, res.output
         sent = [r.text for r in srv.chat_requests()]
         assert len(sent) == 5 and all("TAIL" in t for t in sent)  # only item 4's prompt changed
@@ -238,7 +235,7 @@ def test_cli_rescore_prints_the_official_rubrics_tables(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from dt_eval import cli; import dt_eval.cli.reasoning, dt_eval.reasoning.rescore, dt_eval.reasoning.hybrid, "
+    code = ("import sys; from dt_eval import cli; import dt_eval.cli.rescore, dt_eval.cli.refs, dt_eval.reasoning.rescore, dt_eval.reasoning.hybrid, "
             "dt_eval.reasoning.rubrics; assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -21,6 +21,7 @@ from dt_eval.reasoning import rubrics
 from dt_eval.reasoning.judge import JudgeParseError
 from dt_eval.scoring.official import mcq_match
 
+from .cli import invoke
 from .paths import MMAR_META
 from .synthetic_meta import mmar_records
 
@@ -174,9 +175,6 @@ def test_rescore_prints_what_the_official_script_prints(official_script, tmp_pat
     thinking (the export cuts it; so does dt-eval's judging)."""
     import sys
 
-    from typer.testing import CliRunner
-
-    from dt_eval.cli import app
     from dt_eval.storage.export import export_run
 
     from .test_cot_support import FakeJudge, make_run_dir
@@ -193,7 +191,7 @@ def test_rescore_prints_what_the_official_script_prints(official_script, tmp_pat
     run = tmp_path / "run"
     make_run_dir(run, records=recs, outputs=outputs)
     with FakeJudge() as srv:
-        res = CliRunner().invoke(app, ["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url])
+        res = invoke(["rescore", str(run), "--cot", "rubrics", "--judge-url", srv.url])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     start = lines.index("mmar: MMAR-Rubrics, as the official scorer prints it") + 1

@@ -18,6 +18,7 @@ import pytest
 from dt_eval.reasoning import consistency, evaluator
 from dt_eval.reasoning.rescore import COT_FILE, rescore_run
 
+from .cli import invoke
 from .test_cot_support import make_run_dir
 from .servers import smollm2_judge
 
@@ -117,9 +118,6 @@ def test_real_judge_rescore_end_to_end(tmp_path, judge_url):
 
 
 def test_real_teacher_builds_references(tmp_path, judge_url):
-    from typer.testing import CliRunner
-
-    from dt_eval.cli import app
     from dt_eval.reasoning.refs import read_references
 
     from .synthetic_meta import mmau_records
@@ -129,8 +127,8 @@ def test_real_teacher_builds_references(tmp_path, judge_url):
     (bench / "mmau-test-mini.json").write_text(json.dumps(mmau_records(2)))
     out = tmp_path / "refs.jsonl"
     before = server_requests(judge_url)
-    res = CliRunner().invoke(app, ["refs", "build", "--task", "mmau", "--teacher-url", judge_url, "--teacher-model",
-                                   NAME, "--data-dir", str(bench), "--out", str(out), "--max-tokens", "64"])
+    res = invoke(["refs", "build", "--task", "mmau", "--teacher-url", judge_url, "--teacher-model",
+                  NAME, "--data-dir", str(bench), "--out", str(out), "--max-tokens", "64"])
     sent = server_requests(judge_url) - before
     header, refs = read_references(out)
     assert header["teacher_model"] == NAME

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from dt_eval.backends import register_backend, unregister_backend
-from dt_eval.cli import app
 from dt_eval.tasks import config as task_config
 from dt_eval.testing.synth_audio import make_fake_benchmark
 
+from .cli import invoke
 from .fault_server import FaultServer
 from .paths import REPO
 from .plugins import create_echo_backend
@@ -116,14 +115,14 @@ def test_task_search_path_env_and_listing(tmp_path, monkeypatch):
     cfg = task_config.load_task("pitchbench")
     assert (cfg.title, cfg.family.name, cfg.family.title, cfg.leaderboard_categories) == (
         "PitchBench (synthetic sweeps)", "pitch", "PitchBench", [("difficulty", "difficulty")])
-    res = CliRunner().invoke(app, ["tasks", "--json"])
+    res = invoke(["tasks", "--json"])
     row = next(r for r in json.loads(res.stdout) if r["task"] == "pitchbench")
     assert row["file"] == str(tmp_path / "a" / "pitchbench.yaml") and row["family"] == "pitch"
     assert next(r for r in json.loads(res.stdout) if r["task"] == "mmau")["file"] is None
     monkeypatch.delenv(task_config.TASKS_PATH_ENV)
     with pytest.raises(task_config.UnknownTaskError, match="--tasks-dir DIR"):
         task_config.load_task("pitchbench")
-    res = CliRunner().invoke(app, ["tasks", "--tasks-dir", str(tmp_path / "nowhere")])
+    res = invoke(["tasks", "--tasks-dir", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such folder" in res.stderr
 
 
@@ -145,18 +144,18 @@ def test_resume_refuses_a_task_config_that_asks_or_scores_differently(tmp_path):
         path = pitch_task(tasks_dir)
         args = ["run", "--tasks", "pitchbench", "--tasks-dir", str(tasks_dir), "--data-dir", str(bench), "--model",
                 "m", "--backend", "echo-resume", "--output", str(run), "--no-progress", "--limit", "2"]
-        assert CliRunner().invoke(app, args).exit_code == 0
+        assert invoke(args).exit_code == 0
         raw = yaml.safe_load(path.read_text())
         raw["title"] = "PitchBench, renamed"  # display only: resumes
         path.write_text(yaml.safe_dump(raw))
         task_config._parse.cache_clear()
-        assert CliRunner().invoke(app, [*args[:-1], "3"]).exit_code == 0
+        assert invoke([*args[:-1], "3"]).exit_code == 0
         config = json.loads((run / "config.json").read_text())
         assert config["tasks"]["pitchbench"]["task_config"]["title"] == "PitchBench, renamed"
         raw["prompt"]["template"] = "{question}\n{options}"
         path.write_text(yaml.safe_dump(raw))
         task_config._parse.cache_clear()
-        res = CliRunner().invoke(app, args)
+        res = invoke(args)
         assert res.exit_code == 2 and "the task config changed since this run started (prompt differ" in res.stderr
     finally:
         unregister_backend("echo-resume")

@@ -328,3 +328,23 @@ def test_target_constants():
     for d, (reasoning, answer) in tq.TARGET_PARTS.items():
         assert tq.TARGETS[d] == f"<think>\n{reasoning}\n</think>\n\n{answer}"
     assert tq.TARGET_RISING.endswith("(A) rising") and tq.TARGET_FALLING.endswith("(B) falling")
+
+
+@pytest.mark.slow
+def test_building_the_tiny_model_says_what_it_is_doing(tmp_path):
+    """Issue #14 item 5: the build took ~70 s without a word. Every stage now prints a line on
+    stderr (a quick build here: the random model, then a 2-step fine-tune without the check)."""
+    pytest.importorskip("torch")
+    code = ("import sys\nfrom dt_eval.testing.tiny_qwen2audio import build_tiny_model, make_deterministic\n"
+            "src = build_tiny_model(sys.argv[1] + '/random')\n"
+            "make_deterministic(src, sys.argv[1] + '/det', steps=2, n_clips=4, n_train=8, batch_size=4, "
+            "verify=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if line.startswith("[tiny_qwen2audio] ")]
+    for stage in ("building a random tiny Qwen2-Audio", "building the tokenizer", "initialising the model",
+                  "random tiny model saved to", "making it deterministic", "encoding 4 synthetic pitch sweeps",
+                  "fine-tuning: step 2/2", "deterministic tiny model saved to"):
+        assert any(stage in line for line in said), (stage, proc.stderr)
+    assert (tmp_path / "det" / "config.json").exists()

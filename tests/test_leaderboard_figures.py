@@ -75,3 +75,24 @@ def test_a_board_without_figures_has_no_section_and_bad_sources_are_refused(tmp_
     (analysis / result["figures"][0]["file"]).unlink()
     with pytest.raises(FiguresError, match="not a file beside it"):
         attach_figures(plain, tmp_path / "plain", [analysis / "tokens.json"])
+
+
+def test_cli_build_attaches_figures_and_warns_about_subsets(tmp_path):
+    """`dt-eval leaderboard build --figures DIR`: the page lists the analysis figures; a subset run
+    (--limit) is named in a warning on stderr."""
+    from .cli import invoke
+
+    runs = [_analysis_run(tmp_path / f"eval{s}", s) for s in (0, 10)]
+    analysis = tmp_path / "analysis"
+    tokens(runs, output=analysis, plots=True, say=lambda m: None)
+    bench = write_bench(tmp_path, "mmau", mmau_records(12, 1))
+    run = fake_run(tmp_path / "runs" / "sub", {"mmau": bench}, 0.7, limit=5)
+    site = tmp_path / "site"
+    out = invoke(["leaderboard", "build", run, "--out", site, "--no-plots", "--figures", analysis])
+    assert out.exit_code == 0, out.output
+    assert "warning:" in out.stderr and "subset: 5 of" in out.stderr
+    assert json.loads((site / "leaderboard.json").read_text())["figures"]
+    assert "<h2>Figures</h2>" in (site / "index.html").read_text()
+    bad = invoke(["leaderboard", "build", run, "--out", tmp_path / "site2", "--no-plots",
+                  "--figures", tmp_path / "nothing-here"])
+    assert bad.exit_code == 2 and "error:" in bad.stderr

@@ -191,15 +191,19 @@ def test_openai_backend_with_top_logprobs_against_the_real_hfserver(det_model_di
     from dt_eval.analyze import tokens
     from dt_eval.analyze.tables import tokens_markdown
 
+    from .cli import invoke
     from .servers import hfserver
 
     bench = fake_bench("mmau", 4)
     common = dict(data_dirs={"mmau": bench}, progress=False, on_event=lambda m: None, preset="tiny-qwen2audio")
     hf = dt_eval.evaluate("mmau", str(det_model_dir), backend="hf", output=tmp_path / "hf", logprobs=3,
                           batch_size=4, device="cpu", **common)
-    with hfserver(det_model_dir, "tiny", tmp_path) as url:
-        served = dt_eval.evaluate("mmau", "tiny", backend="openai", base_urls=url, output=tmp_path / "openai",
-                                  logprobs=3, **common)
+    with hfserver(det_model_dir, "tiny", tmp_path) as url:  # through the command line: `run --logprobs 3`
+        cli = invoke(["run", "--tasks", "mmau", "--model", "tiny", "--backend", "openai", "--base-url", url,
+                      "--output", tmp_path / "openai", "--logprobs", "3", "--data-dir", f"mmau={bench}",
+                      "--preset", "tiny-qwen2audio", "--no-progress"])
+    assert cli.exit_code == 0, cli.output
+    served = dt_eval.load_run(tmp_path / "openai")
     a, b = ({s.id: s for s in r.samples} for r in (hf, served))
     assert a.keys() == b.keys() and len(a) == 4
     for key in a:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from dt_eval.backends import (
     BackendSettings,
@@ -25,7 +24,6 @@ from dt_eval.backends import (
     unregister_backend,
 )
 from dt_eval.backends import registry as backend_registry
-from dt_eval.cli import app
 from dt_eval.reasoning.registry import (
     CotScorer,
     cot_help,
@@ -51,6 +49,7 @@ from dt_eval.scoring.submission import score_records
 from dt_eval.tasks.config import TaskConfigError, load_task
 from dt_eval.testing.synth_audio import make_fake_benchmark
 
+from .cli import invoke
 from .paths import REPO
 from .plugins import LetterExactScorer, ReasoningLengthScorer, create_echo_backend
 
@@ -142,7 +141,7 @@ def test_vllm_factory_takes_the_engine_arguments_from_the_family_preset(monkeypa
 def test_registered_backend_runs_end_to_end(tmp_path, echo_backend):
     bench = make_fake_benchmark(tmp_path / "bench", "mmau", 6, seed=1)
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, run_args("mmau", echo_backend, bench, run))
+    res = invoke(run_args("mmau", echo_backend, bench, run))
     assert res.exit_code == 0, res.output
     recs = records(run)
     assert len(recs) == 6 and all(r["backend_info"]["plugin"] == "echo" for r in recs)
@@ -176,7 +175,7 @@ def test_registered_backend_from_the_python_api_gets_its_options(tmp_path, echo_
 
 
 def test_unknown_backend_is_a_usage_error_naming_the_known_ones(tmp_path):
-    res = CliRunner().invoke(app, run_args("mmau", "nope", tmp_path, tmp_path / "run"))
+    res = invoke(run_args("mmau", "nope", tmp_path, tmp_path / "run"))
     assert res.exit_code == 2 and "unknown backend 'nope'; known: hf, openai, vllm" in res.stderr
 
 
@@ -277,16 +276,16 @@ def test_plugin_official_scorer_chosen_by_the_task_yaml(tmp_path, letter_scorer,
     # end to end, found by name in the test's own folder (--tasks-dir)
     bench = make_fake_benchmark(tmp_path / "bench", "mmau", 4, seed=3)
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, run_args("pitch-letters", echo_backend, bench, run, "--tasks-dir",
+    res = invoke(run_args("pitch-letters", echo_backend, bench, run, "--tasks-dir",
                                            str(tmp_path / "tasks")))
     assert res.exit_code == 0, res.output
     by_index = sorted(records(run), key=lambda r: r["index"])
     assert [r["correct"] for r in by_index] == [True, False, True, False]
     assert [r["correct_raw"] for r in by_index] == [False] * 4  # the raw output is not a bare letter
     out = tmp_path / "sub.json"
-    res = CliRunner().invoke(app, ["export", str(run), "--task", "pitch-letters", "--out", str(out)])
+    res = invoke(["export", str(run), "--task", "pitch-letters", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(app, ["score", "--task", str(task), "-p", str(out)])
+    res = invoke(["score", "--task", str(task), "-p", str(out)])
     assert res.exit_code == 0 and "Total Accuracy: 50.00% over 4 samples" in res.stdout
 
 
@@ -312,7 +311,7 @@ def test_plugin_reasoning_scorer_is_listed_run_and_aggregated(tmp_path):
         assert agg["scorers"] == ["format", "length"]
         assert agg["length"]["mean"] == pytest.approx(sum(words) / 50 / 4) and agg["length"]["words"] == sum(words)
         assert lines[0]["judge_model"] is None and agg["length"]["version"] == scorer.version()
-        res = CliRunner().invoke(app, ["report", str(run)])
+        res = invoke(["report", str(run)])
         header = next(line for line in res.stdout.splitlines() if "accuracy" in line and "samples" in line)
         assert res.exit_code == 0 and header.split()[-4:] == ["format", "length", "cot", "unscored"]
     finally:

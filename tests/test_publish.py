@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import dt_eval
 from dt_eval.backends.base import Generation
-from dt_eval.cli import app
+
 from dt_eval.pipeline.records import make_sample_record
 from dt_eval.reporting.compare import DifferentDataError
 from dt_eval.scoring.stats import mcnemar_exact, mean_stderr, wilson_interval
@@ -25,6 +24,7 @@ from dt_eval.tasks.config import load_task
 from dt_eval.tasks.data import load_task_data
 from dt_eval.tasks.prompts import PromptSettings
 
+from .cli import invoke
 from .synthetic_meta import mmar_records, mmau_records
 from .test_leaderboard import write_bench
 
@@ -132,7 +132,7 @@ def test_interval_counts_the_official_verdicts_not_the_records_flags(runs, tmp_p
 
 def test_report_prints_the_ci_beside_the_official_block(runs):
     res = dt_eval.load_run(runs["a"])
-    out = CliRunner().invoke(app, ["report", str(runs["a"])])
+    out = invoke(["report", str(runs["a"])])
     assert out.exit_code == 0, out.output
     text = out.stdout
     # the official lines, byte for byte and in order, with no interval among them
@@ -157,7 +157,7 @@ def test_a_subset_run_is_marked_in_the_report(bench, tmp_path):
     t = dt_eval.load_run(run).tasks["mmau"]
     assert t.accuracy == 100.0 and t.subset == "subset: 8 of 1000 items (--limit 8)"
     assert (t.accuracy_ci.low, t.accuracy_ci.high) == pytest.approx((8 / (8 + 1.959963984540054**2) * 100, 100.0))
-    out = CliRunner().invoke(app, ["report", str(run)]).stdout
+    out = invoke(["report", str(run)]).stdout
     assert "dt-eval: mmau: subset: 8 of 1000 items (--limit 8); not a number on the whole benchmark" in out
     assert "[67.56, 100.00]" in out  # 8 of 8: not a bare 100.00
     cmp = dt_eval.compare_runs([run, run])
@@ -212,11 +212,20 @@ def test_different_data_is_refused_unless_allowed(runs):
 
 
 def test_report_several_runs_compares_them(runs):
-    out = CliRunner().invoke(app, ["report", str(runs["a"]), str(runs["b"])])
+    out = invoke(["report", str(runs["a"]), str(runs["b"])])
     assert out.exit_code == 0, out.output
     assert "Paired comparison on the shared items" in out.stdout and "Settings that differ" in out.stdout
-    bad = CliRunner().invoke(app, ["report", str(runs["a"]), str(runs["other"])])
+    bad = invoke(["report", str(runs["a"]), str(runs["other"])])
     assert bad.exit_code == 2 and "another metadata file" in bad.output
+    forced = invoke(["report", str(runs["a"]), str(runs["other"]), "--allow-different-data"])
+    assert forced.exit_code == 0 and "compared anyway" in forced.stdout, forced.output
+
+
+def test_report_json_of_several_runs_is_the_comparison(runs):
+    out = invoke(["report", str(runs["a"]), str(runs["b"]), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data == json.loads(json.dumps(dt_eval.compare_runs([runs["a"], runs["b"]]).to_json_dict(results=True)))
 
 
 def test_viewer_flip_summary_matches_the_report(runs):

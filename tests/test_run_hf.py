@@ -62,21 +62,107 @@ def test_hf_run_records_reasoning_answers_and_scores(mmau_run):
     assert cfg["dt_eval_version"] and "sampling" in cfg["identity"]
 
 
-def test_rerun_resumes_without_regenerating(mmau_run, det_model_dir):
+# `dt-eval ARGS`, then which model libraries the process had loaded: the observable sign of a model load
+_PROBE = """
+import sys
+from dt_eval.cli import main
+code = main(sys.argv[1:])
+print("MODEL-LIBRARIES:" + ",".join(m for m in ("torch", "transformers") if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def probe_run(*args):
+    """`dt-eval run ARGS` in a subprocess: (exit code, stderr, model libraries it loaded)."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "run", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("MODEL-LIBRARIES:"))
+    return proc.returncode, proc.stderr, set(filter(None, line.split(":", 1)[1].split(",")))
+
+
+def test_rerun_resumes_without_regenerating_or_loading_the_model(mmau_run, det_model_dir):
+    """Issue #14 item 4: a finished run said "all 8 samples already done" after loading the model."""
     bench, run, _ = mmau_run
     before = (run / "samples.jsonl").read_bytes()
-    proc = dt_eval("run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "hf",
-                   "--data-dir", f"mmau={bench}", "--output", str(run), "--no-progress")
-    assert "all 8 samples already done" in proc.stderr
+    code, err, loaded = probe_run("--tasks", "mmau", "--model", det_model_dir, "--backend", "hf",
+                                  "--data-dir", f"mmau={bench}", "--output", run, "--no-progress")
+    assert code == 0 and "all 8 samples already done" in err, err
+    assert loaded == set(), err  # the model was never loaded: not even torch was imported
     assert (run / "samples.jsonl").read_bytes() == before
+    config = json.loads((run / "config.json").read_text())
+    assert config["backend"]["name"] == "hf" and config["backend"]["device"]  # the backend that made them
 
 
 def test_changed_settings_refuse_to_mix(mmau_run, det_model_dir):
     bench, run, _ = mmau_run
-    proc = dt_eval("run", "--tasks", "mmau", "--model", str(det_model_dir), "--backend", "hf",
-                   "--data-dir", f"mmau={bench}", "--output", str(run), "--gen-kwargs", "max_tokens=99",
-                   check=False)
-    assert proc.returncode == 2 and "sampling differ" in proc.stderr
+    code, err, loaded = probe_run("--tasks", "mmau", "--model", det_model_dir, "--backend", "hf",
+                                  "--data-dir", f"mmau={bench}", "--output", run, "--gen-kwargs", "max_tokens=99")
+    assert code == 2 and "sampling differ" in err
+    assert loaded == set()  # refused before the model was loaded
+
+
+def test_bad_data_fails_before_the_model_loads(det_model_dir, tmp_path):
+    """Issue #14 item 4: a bad --data-dir, unknown task or unreadable metadata failed only after the
+    weights had loaded. Each now fails with exit 2, no model library imported, no run directory."""
+    run = tmp_path / "run"
+    base = ("--model", det_model_dir, "--backend", "hf", "--output", run)
+    code, err, loaded = probe_run("--tasks", "mmau", "--data-dir", tmp_path / "nowhere", *base)
+    assert code == 2 and "does not exist" in err and loaded == set(), err
+    code, err, loaded = probe_run("--tasks", "no-such-task", "--data-dir", tmp_path, *base)
+    assert code == 2 and "unknown task 'no-such-task'" in err and loaded == set(), err
+    bench = make_fake_benchmark(tmp_path / "mmau", "mmau", 2)
+    (bench / "mmau-test-mini.json").write_text("[{not json")
+    code, err, loaded = probe_run("--tasks", "mmau", "--data-dir", bench, *base)
+    assert code == 2 and "not valid JSON" in err and loaded == set(), err
+    assert not run.exists()
+
+
+def test_a_run_directory_in_use_fails_before_the_model_loads(det_model_dir, tmp_path):
+    from dt_eval.storage.rundir import LOCK
+    from dt_eval.util.locks import try_lock
+
+    bench = make_fake_benchmark(tmp_path / "mmau", "mmau", 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    held = try_lock(run / LOCK)  # another dt-eval (this process) holds the run directory
+    try:
+        code, err, loaded = probe_run("--tasks", "mmau", "--model", det_model_dir, "--backend", "hf",
+                                      "--data-dir", bench, "--output", run)
+    finally:
+        held.release()
+    assert code == 2 and "in use by another dt-eval process" in err and loaded == set(), err
+
+
+def test_progress_counts_each_sample_when_it_ends_not_when_its_batch_returns(det_model_dir, tmp_path):
+    """Issue #14 item 5: with --batch-size 8 the bar stayed at 0/8 until the whole batch was done.
+    The hf backend now reports each row the step it emits end-of-sequence, while the batch is
+    still generating: all 8 are counted before the first record is written."""
+    import asyncio
+
+    from dt_eval.api import plan_run
+    from dt_eval.pipeline import runner as runner_mod
+
+    bench = make_fake_benchmark(tmp_path / "mmau", "mmau", 8, seed=3)
+    run = tmp_path / "run"
+    seen = []  # (key, samples written when it was counted, done count shown)
+    original = runner_mod._Progress.generated
+
+    def generated(self, key):
+        original(self, key)
+        written = (run / "samples.jsonl").read_text().count("\n")
+        seen.append((key, written, self.done))
+
+    plan = plan_run("mmau", str(det_model_dir), backend="hf", data_dirs=bench, output=run, batch_size=8,
+                    progress=False, on_event=lambda msg: None)
+    runner_mod._Progress.generated = generated
+    try:
+        asyncio.run(runner_mod.Runner(plan.opts, make_backend=plan.make_backend, on_event=lambda m: None).execute())
+    finally:
+        runner_mod._Progress.generated = original
+    assert sorted(k for k, _, _ in seen) == sorted(json.loads(x)["key"] for x in
+                                                   (run / "samples.jsonl").read_text().splitlines())
+    assert all(written == 0 for _, written, _ in seen)  # counted mid-batch, before any record
+    assert [done for _, _, done in seen] == list(range(1, 9))  # one step per sample
 
 
 def test_report_and_export_round_trip(mmau_run, tmp_path):

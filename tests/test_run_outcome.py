@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
 
-from dt_eval.cli import EXIT_SAMPLE_ERRORS, app
+from dt_eval.cli import EXIT_SAMPLE_ERRORS
 from dt_eval.testing.synth_audio import make_fake_benchmark
 
+from .cli import invoke
 from .fault_server import FaultServer
 from .paths import REPO
 
@@ -50,9 +50,8 @@ def audio_files(bench: Path) -> list[Path]:
 def test_failed_samples_are_shown_and_set_the_exit_code(tmp_path):
     bench = make_fake_benchmark(tmp_path / "b", "mmau", 3, seed=5)
     run = tmp_path / "run"
-    cli = CliRunner()
     with FaultServer(default="500") as down:  # every request fails
-        res = cli.invoke(app, run_args(down.url, bench, run))
+        res = invoke(run_args(down.url, bench, run))
     assert res.exit_code == EXIT_SAMPLE_ERRORS == 1, res.output
     out = res.stdout
     assert "Total Accuracy: 0.00% over 3 samples" in out  # the official line, unchanged
@@ -63,21 +62,21 @@ def test_failed_samples_are_shown_and_set_the_exit_code(tmp_path):
     # the table's errors column is beside the accuracy (and its interval)
     assert header.split()[2:8] == ["accuracy", "95%", "CI", "official", "raw", "errors"]
     # `dt-eval report` says the same; the run is not clean until the failures are redone
-    rep = cli.invoke(app, ["report", str(run)])
+    rep = invoke(["report", str(run)])
     assert rep.exit_code == 0 and "errors: 3 sample(s) failed" in rep.stdout
     with FaultServer() as up:
-        again = cli.invoke(app, run_args(up.url, bench, run))  # resume without --retry-errors
+        again = invoke(run_args(up.url, bench, run))  # resume without --retry-errors
         assert again.exit_code == 1 and "all 3 samples already done" in again.stderr
-        fixed = cli.invoke(app, run_args(up.url, bench, run, "--retry-errors"))
+        fixed = invoke(run_args(up.url, bench, run, "--retry-errors"))
         assert fixed.exit_code == 0, fixed.output
         assert "FAILED" not in fixed.stdout and "errors:" not in fixed.stdout
-        clean = cli.invoke(app, run_args(up.url, bench, tmp_path / "clean"))
+        clean = invoke(run_args(up.url, bench, tmp_path / "clean"))
     assert clean.exit_code == 0, clean.output
     assert all(r["error"] is None for r in records(tmp_path / "clean"))
 
 
 def test_usage_errors_exit_2(tmp_path):
-    res = CliRunner().invoke(app, ["run", "--tasks", "no-such-task", "--model", "m", "--base-url", "http://x/v1"])
+    res = invoke(["run", "--tasks", "no-such-task", "--model", "m", "--base-url", "http://x/v1"])
     assert res.exit_code == 2 and "no-such-task" in res.stderr
 
 
@@ -95,7 +94,7 @@ def test_truncated_and_long_clips_are_warned_in_records_and_once_on_stderr(tmp_p
     sf.write(files[2], np.zeros(int(seconds * 8000), dtype=np.float32), 8000, subtype="PCM_16")
     run = tmp_path / "run"
     with FaultServer() as srv:
-        res = CliRunner().invoke(app, run_args(srv.url, bench, run, "--concurrency", "1"))
+        res = invoke(run_args(srv.url, bench, run, "--concurrency", "1"))
         sent = max(len(json.dumps(r.body)) for r in srv.chat_requests())
     assert res.exit_code == 0, res.output  # warnings are not errors
     by_audio = {Path(r["audio"]).name: r for r in records(run)}

@@ -14,10 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from dt_eval.backends.base import Generation
-from dt_eval.cli import app
 from dt_eval.pipeline.records import make_sample_record
 from dt_eval.reporting.viewer import ViewerError, build_page, load_runs_for_view
 from dt_eval.reporting.viewer.page import script_json
@@ -28,6 +26,7 @@ from dt_eval.tasks.data import load_task_data
 from dt_eval.tasks.prompts import PromptSettings
 from dt_eval.testing.synth_audio import make_fake_benchmark
 
+from .cli import invoke
 from .fault_server import FaultServer
 from .paths import REPO
 
@@ -113,7 +112,7 @@ def real_run(tmp_path_factory):
     bench = make_fake_benchmark(root / "bench", "mmau", 5, seed=2)
     run = root / "run"
     with FaultServer(script=["ok", "500", "ok_null_content"]) as srv:
-        res = CliRunner().invoke(app, ["run", "--tasks", "mmau", "--model", "fake-model", "--backend", "openai",
+        res = invoke(["run", "--tasks", "mmau", "--model", "fake-model", "--backend", "openai",
                                        "--base-url", srv.url, "--data-dir", f"mmau={bench}", "--output", str(run),
                                        "--no-progress", "--max-retries", "0", "--concurrency", "1"])
     assert res.exit_code == 1, res.output  # one sample failed
@@ -207,7 +206,7 @@ def test_adversarial_output_stays_text(two_runs):
 
 def test_html_is_self_contained_and_embeds_audio_when_asked(two_runs, tmp_path):
     out = tmp_path / "page.html"
-    res = CliRunner().invoke(app, ["view", str(two_runs["a"]), "--html", str(out)])
+    res = invoke(["view", str(two_runs["a"]), "--html", str(out)])
     assert res.exit_code == 0, res.output
     html = out.read_text()
     # nothing from the network: no http(s) URL in any src/href, and a CSP that forbids it
@@ -216,7 +215,7 @@ def test_html_is_self_contained_and_embeds_audio_when_asked(two_runs, tmp_path):
     data = page_data(html)
     assert len(data["audio"]) == 8 and all(a.startswith("file:///") for a in data["audio"])
     embedded = tmp_path / "embedded.html"
-    res = CliRunner().invoke(app, ["view", str(two_runs["a"]), "--html", str(embedded), "--embed-audio"])
+    res = invoke(["view", str(two_runs["a"]), "--html", str(embedded), "--embed-audio"])
     assert res.exit_code == 0 and "embedded" in res.output
     import base64
 
@@ -233,7 +232,7 @@ def test_html_is_self_contained_and_embeds_audio_when_asked(two_runs, tmp_path):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(ViewerError, match="not a dt-eval run directory"):
         load_runs_for_view([tmp_path])
-    res = CliRunner().invoke(app, ["view", str(tmp_path), "--html", str(tmp_path / "x.html")])
+    res = invoke(["view", str(tmp_path), "--html", str(tmp_path / "x.html")])
     assert res.exit_code == 2 and "not a dt-eval run directory" in res.output
 
 
@@ -443,7 +442,7 @@ def test_viewer_in_headless_chromium(two_runs, tmp_path):
 
     ARTIFACTS.mkdir(exist_ok=True)
     single = tmp_path / "one-run.html"
-    res = CliRunner().invoke(app, ["view", str(two_runs["a"]), "--html", str(single)])
+    res = invoke(["view", str(two_runs["a"]), "--html", str(single)])
     assert res.exit_code == 0, res.output
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
@@ -479,7 +478,7 @@ def test_viewer_pages_through_thousands_of_samples(big_run, tmp_path):
     from playwright.sync_api import sync_playwright
 
     out = tmp_path / "big.html"
-    assert CliRunner().invoke(app, ["view", str(big_run), "--html", str(out)]).exit_code == 0
+    assert invoke(["view", str(big_run), "--html", str(out)]).exit_code == 0
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         try:

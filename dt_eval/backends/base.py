@@ -7,7 +7,7 @@ so the runner can record the failure and move on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 # The request/generation value types live in dt_eval/types.py; imported here for the backends.
@@ -38,6 +38,10 @@ class LocalBatchedBackend:
 
     preferred_batch: int = 8
     failure_label: str = "generate"
+    # Set by the runner while it runs a task: called with a request's key, from the worker thread,
+    # the moment that request's generation is complete, before its batch returns (the progress
+    # bar counts it then). A backend that cannot tell leaves it uncalled: the record counts.
+    on_generated: Callable[[str], None] | None = None
 
     def _batch_lock(self) -> asyncio.Lock:
         lock = getattr(self, "_lock", None)

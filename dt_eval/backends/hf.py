@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dt_eval.backends.base import Generation, GenerationRequest, LocalBatchedBackend, SamplingConfig
@@ -103,12 +104,15 @@ class HFBackend(LocalBatchedBackend):
         s = batch[0].sampling
         k = batch[0].logprobs  # callers batch requests of the same settings (runner, hfserver)
         recorder = StepRecorder(self.model, k) if k is not None else None  # 0: no alternatives (hfserver)
-        extra = {"stopping_criteria": StoppingCriteriaList([recorder])} if recorder is not None else {}
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        criteria = [recorder] if recorder is not None else []
+        if self.on_generated is not None and eos_ids:
+            criteria.append(_rows_done([r.key for r in batch], eos_ids, self.on_generated))
+        extra = {"stopping_criteria": StoppingCriteriaList(criteria)} if criteria else {}
         with torch.inference_mode(), (recorder if recorder is not None else contextlib.nullcontext()):
             out = self.model.generate(**inputs, **generate_kwargs(s), **extra)
         prompt_len = inputs["input_ids"].shape[1]
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         pad = self.tokenizer.pad_token_id
         elapsed = time.monotonic() - t0
         kept = []
@@ -138,6 +142,26 @@ class HFBackend(LocalBatchedBackend):
                 logprobs=lp,
             ))
         return results
+
+
+def _rows_done(keys: list[str], eos_ids: set[int], report: Callable[[str], None]):
+    """A transformers stopping criterion that stops nothing: it reports each row of the batch
+    (by its request key) at the step the row emits an end-of-sequence token."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowsDone(StoppingCriteria):
+        def __init__(self) -> None:
+            self.reported: set[int] = set()
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+            for i, token in enumerate(input_ids[:, -1].tolist()):
+                if token in eos_ids and i not in self.reported:
+                    self.reported.add(i)
+                    report(keys[i])
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return RowsDone()
 
 
 def from_settings(settings) -> HFBackend:

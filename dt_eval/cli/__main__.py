@@ -1,3 +1,5 @@
+import sys
+
 from dt_eval.cli import main
 
-main()
+sys.exit(main())

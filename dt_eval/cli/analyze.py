@@ -1,129 +1,149 @@
-"""`dt-eval analyze gating|tokens` (a typer sub-app registered by dt_eval.cli).
-
-Imports stay inside the commands: `dt-eval --help` loads neither torch nor transformers.
-"""
+"""`dt-eval analyze gating|tokens`: what training changed in a checkpoint. torch and transformers
+load inside the commands only."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
+from dt_eval.cli.common import Parser, describe, echo, fail, show_help, split_csv
 
-app = typer.Typer(
-    name="analyze",
-    help="What training changed in a checkpoint: MoE gating shift by layer (gating), reasoning-token "
-         "crystallization across checkpoints (tokens).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+DESCRIPTION = """\
+What training changed in a checkpoint: MoE gating shift by layer (gating), reasoning-token
+crystallization across checkpoints (tokens)."""
+
+GATING_DESCRIPTION = """\
+MoE gating shift by layer: tuned vs base routing of the same tokens, and router-weight change.
+
+Per MoE layer and token segment (audio / prompt / reasoning / answer): Jensen-Shannon
+divergence of the router distributions, top-k Jaccard, expert-load entropy and its change.
+One model in memory at a time; the base's router distributions are cached on disk."""
+
+GATING_EXAMPLES = """\
+dt-eval analyze gating --base Qwen/Qwen3-Omni-30B-A3B-Thinking --tuned ckpt/step-400 --tasks mmar --limit 50 \\
+    --responses runs/step-400 --output analysis/gating"""
+
+TOKENS_DESCRIPTION = """\
+Reasoning-token crystallization across checkpoints (runs of the same items, in training order).
+
+Per checkpoint: reasoning length, token entropy (runs with logprobs), token and n-gram
+distribution divergence to the final and previous checkpoint, and the crystallized n-grams
+with the step each crystallized at (the emergence curve)."""
+
+TOKENS_EXAMPLES = """\
+dt-eval analyze tokens runs/step-100 runs/step-200 runs/step-400 --output analysis/tokens
+dt-eval analyze tokens runs/a runs/b --steps 100,200 --tokenizer Qwen/Qwen3-Omni-30B-A3B-Thinking --no-plots"""
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    describe(p, DESCRIPTION, "dt-eval analyze gating --help\ndt-eval analyze tokens --help")
+    sub = p.add_subparsers(dest="analyze_command", metavar="COMMAND", title="commands", parser_class=Parser)
+
+    g = sub.add_parser("gating", help="MoE gating shift by layer: tuned vs base routing of the same tokens.")
+    describe(g, GATING_DESCRIPTION, GATING_EXAMPLES)
+    g.add_argument("--base", required=True, metavar="MODEL", help="The base checkpoint (MoE; hub id or local path).")
+    g.add_argument("--tuned", required=True, action="append", metavar="MODEL",
+                   help="Tuned checkpoint(s) of the same model; repeat or comma-separate.")
+    g.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
+                   help="Output directory: gating.json, gating.md, plots.")
+    g.add_argument("--tasks", "-t", metavar="NAMES",
+                   help="Comma-separated tasks whose prompts (+ audio) are routed, e.g. mmar. Without: router-weight "
+                        "change only.")
+    g.add_argument("--responses", type=Path, metavar="RUN_DIR",
+                   help="Run directory (`dt-eval run`) whose responses are teacher-forced after each prompt, so every "
+                        "model routes the same reasoning and answer tokens; its prompt settings are used.")
+    g.add_argument("--limit", type=int, metavar="N", help="Only the first N items of each task.")
+    g.add_argument("--data-dir", action="append", metavar="DIR|TASK=DIR",
+                   help="Benchmark directory for all tasks, or TASK=DIR (as dt-eval run).")
+    g.add_argument("--repeat", type=int, default=0, metavar="R", help="Which repeat of --responses to teacher-force.")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+    g.add_argument("--dtype", help="float32, bfloat16, float16, auto.")
+    g.add_argument("--store-dtype", default="float16", choices=("float16", "float32"),
+                   help="Precision of the cached base router distributions: float16 (tokens x layers x experts x 2 "
+                        "bytes on disk) or float32.")
+    g.add_argument("--preset", metavar="FAMILY",
+                   help="Model family preset for the prompt when no --responses run is given.")
+    g.add_argument("--thinking", default="on", choices=("on", "off"),
+                   help="Prompt thinking switch when no --responses run is given: on or off.")
+    g.add_argument("--keep-cache", action="store_true",
+                   help="Keep the base's per-token router distributions (OUTPUT/cache) for other measures.")
+    g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="Render PNG plots (needs matplotlib).")
+    g.set_defaults(run=gating)
+
+    t = sub.add_parser("tokens", help="Reasoning-token crystallization across checkpoints.")
+    describe(t, TOKENS_DESCRIPTION, TOKENS_EXAMPLES)
+    t.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="Run directories of the same items, one per checkpoint, in training order.")
+    t.add_argument("--output", "-o", type=Path, default=Path("analysis/tokens"), metavar="DIR",
+                   help="Output directory: tokens.json, tokens.md, plots.")
+    t.add_argument("--steps", metavar="N,N,...",
+                   help="Training step of each run, comma-separated (default: the recipe checkpoint's dt_recipe.json, "
+                        "or step-N in the model path).")
+    t.add_argument("--tokenizer", metavar="MODEL",
+                   help="Count reasoning tokens with this tokenizer (path or hub id); default: the recorded tokens "
+                        "of runs with logprobs, else words.")
+    t.add_argument("--ngram", default="2,3", metavar="N,N,...",
+                   help="Word n-gram orders for the distribution and crystallization, e.g. 2,3.")
+    t.add_argument("--threshold", type=float, default=0.1,
+                   help="Crystallization: share of items whose reasoning contains the n-gram.")
+    t.add_argument("--tolerance", type=float, default=0.1,
+                   help="Crystallization: largest later change of that share (absolute).")
+    t.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="Render PNG plots (needs matplotlib).")
+    t.set_defaults(run=tokens)
+    p.set_defaults(run=show_help(p))
 
 
-def _csv(values: list[str] | None) -> list[str]:
-    return [x.strip() for v in values or [] for x in v.split(",") if x.strip()]
-
-
-def _ints(value: str | None, what: str) -> list[int] | None:
+def _ints(value: str | None, flag: str) -> list[int] | None:
     if value is None:
         return None
     try:
-        return [int(x) for x in _csv([value])]
+        return [int(x) for x in split_csv(value)]
     except ValueError:
-        _fail(f"{what} takes comma-separated integers, got {value!r}")
-        return None
+        fail(f"{flag} takes comma-separated integers, got {value!r}")
 
 
-@app.command("gating")
-def gating_cmd(
-    base: Annotated[str, typer.Option("--base", help="The base checkpoint (MoE; hub id or local path).")],
-    tuned: Annotated[list[str], typer.Option("--tuned", help="Tuned checkpoint(s) of the same model; repeat or comma-separate.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory: gating.json, gating.md, plots.")],
-    tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help="Comma-separated tasks whose prompts (+ audio) are routed, e.g. mmar. Without: router-weight change only.")] = None,
-    responses: Annotated[Optional[Path], typer.Option("--responses", help="Run directory (`dt-eval run`) whose responses are teacher-forced after each prompt, so every model routes the same reasoning and answer tokens; its prompt settings are used.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task.")] = None,
-    data_dir: Annotated[Optional[list[str]], typer.Option("--data-dir", help="Benchmark directory for all tasks, or TASK=DIR (as dt-eval run).")] = None,
-    repeat: Annotated[int, typer.Option("--repeat", help="Which repeat of --responses to teacher-force.")] = 0,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, bfloat16, float16, auto.")] = None,
-    store_dtype: Annotated[str, typer.Option("--store-dtype", help="Precision of the cached base router distributions: float16 (tokens x layers x experts x 2 bytes on disk) or float32.")] = "float16",
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Model family preset for the prompt when no --responses run is given.")] = None,
-    thinking: Annotated[str, typer.Option("--thinking", help="Prompt thinking switch when no --responses run is given: on or off.")] = "on",
-    keep_cache: Annotated[bool, typer.Option("--keep-cache", help="Keep the base's per-token router distributions (OUTPUT/cache) for other measures.")] = False,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Render PNG plots (needs matplotlib).")] = True,
-) -> None:
-    """MoE gating shift by layer: tuned vs base routing of the same tokens, and router-weight change.
-
-    Per MoE layer and token segment (audio / prompt / reasoning / answer): Jensen-Shannon
-    divergence of the router distributions, top-k Jaccard, expert-load entropy and its change.
-    One model in memory at a time; the base's router distributions are cached on disk."""
+def gating(args: argparse.Namespace) -> None:
     from dt_eval.analyze.runs import AnalyzeError
     from dt_eval.config import parse_data_dirs
     from dt_eval.tasks.config import UnknownTaskError
 
-    tuned_list = _csv(tuned)
-    if thinking not in ("on", "off"):
-        _fail("--thinking must be on or off")
     try:
         from transformers.utils import logging as hf_logging
 
         from dt_eval.analyze.moe import NotMoEError
-        from dt_eval.analyze.moe_gating import gating
+        from dt_eval.analyze.moe_gating import gating as measure_gating
         from dt_eval.analyze.tables import gating_markdown
 
         hf_logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint: our own lines say more
-
-        result = gating(base, tuned_list, _csv([tasks]) if tasks else None, output=output, limit=limit,
-                        data_dirs=parse_data_dirs(data_dir), responses=responses, repeat=repeat, device=device,
-                        dtype=dtype, store_dtype=store_dtype, preset=preset, thinking=thinking,
-                        keep_cache=keep_cache, plots=plots)
+        result = measure_gating(
+            args.base, split_csv(args.tuned), split_csv(args.tasks) or None, output=args.output, limit=args.limit,
+            data_dirs=parse_data_dirs(args.data_dir), responses=args.responses, repeat=args.repeat,
+            device=args.device, dtype=args.dtype, store_dtype=args.store_dtype, preset=args.preset,
+            thinking=args.thinking, keep_cache=args.keep_cache, plots=args.plots)
     except ImportError as e:
-        _fail(f"the gating analysis needs torch and transformers: pip install 'dt-eval[hf]' ({e})")
-        return
+        fail(f"the gating analysis needs torch and transformers: pip install 'dt-eval[hf]' ({e})")
     except (AnalyzeError, NotMoEError, UnknownTaskError) as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     except (ValueError, OSError) as e:  # missing data, a checkpoint transformers cannot find or read
-        _fail(f"{type(e).__name__}: {e}")
-        return
-    typer.echo(gating_markdown(result))
-    typer.echo(f"wrote {output / 'gating.json'}", err=True)
+        fail(f"{type(e).__name__}: {e}")
+    print(gating_markdown(result))
+    echo(f"wrote {args.output / 'gating.json'}", err=True)
 
 
-@app.command("tokens")
-def tokens_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories of the same items, one per checkpoint, in training order.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory: tokens.json, tokens.md, plots.")] = Path("analysis/tokens"),
-    steps: Annotated[Optional[str], typer.Option("--steps", help="Training step of each run, comma-separated (default: the recipe checkpoint's dt_recipe.json, or step-N in the model path).")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Count reasoning tokens with this tokenizer (path or hub id) when the runs have no logprobs; default: words.")] = None,
-    ngram: Annotated[str, typer.Option("--ngram", help="Word n-gram orders for the distribution and crystallization, e.g. 2,3.")] = "2,3",
-    threshold: Annotated[float, typer.Option("--threshold", help="Crystallization: share of items whose reasoning contains the n-gram.")] = 0.1,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Crystallization: largest later change of that share (absolute).")] = 0.1,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Render PNG plots (needs matplotlib).")] = True,
-) -> None:
-    """Reasoning-token crystallization across checkpoints (runs of the same items, in training order).
-
-    Per checkpoint: reasoning length, token entropy (runs with logprobs), token and n-gram
-    distribution divergence to the final and previous checkpoint, and the crystallized n-grams
-    with the step each crystallized at (the emergence curve)."""
-    from dt_eval.analyze.reasoning_tokens import tokens
+def tokens(args: argparse.Namespace) -> None:
+    from dt_eval.analyze.reasoning_tokens import tokens as measure_tokens
     from dt_eval.analyze.runs import AnalyzeError
     from dt_eval.analyze.tables import tokens_markdown
 
-    orders = _ints(ngram, "--ngram") or []
+    orders = _ints(args.ngram, "--ngram") or []
     try:
-        result = tokens(runs, _ints(steps, "--steps"), output=output, tokenizer=tokenizer, orders=orders,
-                        threshold=threshold, tolerance=tolerance, plots=plots)
+        result = measure_tokens(args.runs, _ints(args.steps, "--steps"), output=args.output, tokenizer=args.tokenizer,
+                                orders=orders, threshold=args.threshold, tolerance=args.tolerance, plots=args.plots)
     except AnalyzeError as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     except (OSError, ValueError) as e:  # e.g. a --tokenizer that cannot be loaded
-        _fail(f"{type(e).__name__}: {e}")
-        return
-    typer.echo(tokens_markdown(result))
-    typer.echo(f"wrote {output / 'tokens.json'}", err=True)
+        fail(f"{type(e).__name__}: {e}")
+    print(tokens_markdown(result))
+    echo(f"wrote {args.output / 'tokens.json'}", err=True)

@@ -5,6 +5,11 @@ error are redone only with --retry-errors. Records are appended the moment a gen
 finishes, so a crash loses only in-flight requests, which the next run generates once.
 Extraction, scoring and the append run on worker threads, never on the event loop: a slow
 record must not stall the HTTP client and turn other finished requests into timeouts.
+
+Order of work, so that mistakes cost nothing and the first request goes out early: tasks, data
+and the run directory are checked first; the backend (a model load, for hf and vllm) is made
+only then, and only when some sample is pending; config.json is written just before the first
+record (the typed records, pydantic, load while the first requests are in flight).
 """
 
 from __future__ import annotations
@@ -13,23 +18,19 @@ import asyncio
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dt_eval import __version__
-from dt_eval.backends.base import Backend
 from dt_eval.config import RunOptions
 from dt_eval.errors import DtEvalError
 from dt_eval.pipeline.audio import AudioError, load_audio
-from dt_eval.pipeline.records import sample_record
-from dt_eval.records import RunConfig, RunResults, SampleRecord, TaskInfo
-from dt_eval.scoring.aggregate import compute_run_results
 from dt_eval.storage.rundir import (
     RunDir,
     RunDirError,
@@ -44,7 +45,10 @@ from dt_eval.tasks.prompts import (
     build_messages,
 )
 from dt_eval.types import Generation, GenerationRequest, Item, SamplingConfig
-from dt_eval.util.redact import redact_argv
+
+if TYPE_CHECKING:  # the typed records (pydantic) load once the first records are built
+    from dt_eval.backends.base import Backend
+    from dt_eval.records import RunConfig, RunResults, SampleRecord
 
 
 class RunError(DtEvalError, RuntimeError):
@@ -71,13 +75,24 @@ def _sample_key(task: str, item_id: str, repeat: int) -> str:
 
 
 class Runner:
-    def __init__(self, opts: RunOptions, backend: Backend, on_event: Callable[[str], None] | None = None,
-                 command: list[str] | None = None):
+    """One run. Give it a `backend`, or `make_backend` (called once the run is checked and some
+    sample is pending: a finished run, or one with a bad task, data or run directory, never loads
+    a model)."""
+
+    def __init__(self, opts: RunOptions, backend: Backend | None = None, on_event: Callable[[str], None] | None = None,
+                 command: list[str] | None = None, *, make_backend: Callable[[], Backend] | None = None):
+        if backend is None and make_backend is None:
+            raise ValueError("Runner needs a backend or make_backend")
         self.opts = opts
         self.backend = backend
+        self._make_backend = make_backend
         self.command = command  # what config.json records as the command (default: this process's argv)
         self.say = on_event or (lambda msg: print(msg, file=sys.stderr))
         self.rundir = RunDir(opts.output)
+        self._previous: RunConfig | None = None  # config.json as the run found it
+        self._loaded: dict[str, LoadedTask] = {}
+        self._config_written = False
+        self._config_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2))
         self._audio_warned: set[str] = set()  # audio warning kinds already shown on stderr
         self._logprobs_warned = False
@@ -86,12 +101,20 @@ class Runner:
 
     # ------------------------------------------------------------ config and resume
     def _config(self, loaded: dict[str, LoadedTask], previous: RunConfig | None) -> RunConfig:
+        import platform
+
+        from dt_eval.records import RunConfig, TaskInfo
+        from dt_eval.util.redact import redact_argv
+
         tasks = dict(previous.tasks) if previous else {}
         for name, lt in loaded.items():
             # the task config as loaded: report, export and leaderboard read it, not the YAML
             tasks[name] = TaskInfo(**lt.to_json(), limit=self.opts.limit, repeats=self.opts.repeats,
                                    task_config=task_config_record(lt.config))
-        described = dict(self.backend.describe())
+        if self.backend is not None:
+            described = dict(self.backend.describe())
+        else:  # nothing was pending: the backend that made the samples is the one on record
+            described = dict(previous.backend) if previous else {}
         described.setdefault("name", self.opts.backend)  # a plugin's describe() may leave it out
         return RunConfig(
             dt_eval_version=__version__,
@@ -158,13 +181,15 @@ class Runner:
             for w in lt.warnings:
                 self.say(f"warning: {w}")
             loaded[name] = lt
+        self._loaded = loaded
+        fresh = not self.rundir.path.exists()
         try:
             self.rundir.open()
         except RunDirError as e:
             raise RunError(str(e)) from None
         try:
             try:
-                previous = self.rundir.read_config()
+                previous = self._previous = self.rundir.read_config()
             except RunDirError as e:
                 raise RunError(str(e)) from None
             if previous:
@@ -176,24 +201,46 @@ class Runner:
             if bad_lines:
                 self.say(f"note: discarded {len(bad_lines)} torn/corrupt line(s) in samples.jsonl "
                          f"(line {', '.join(map(str, bad_lines[:10]))}); those samples will be generated again")
-            self.rundir.write_config(self._config(loaded, previous))
             done = latest_by_key(records)
+            todo = {name: self._pending(configs[name], lt, done) for name, lt in loaded.items()}
+            if self.backend is None and (lm_tasks or any(todo.values())):
+                try:
+                    self.backend = self._make_backend()  # everything is checked: now load the model
+                except BaseException:
+                    if fresh:  # leave no empty run directory behind a backend that did not start
+                        self.rundir.close()
+                        self.rundir.remove_if_empty()
+                    raise
             for name, lt in loaded.items():
-                await self._run_task(configs[name], lt, done)
-            for name in lm_tasks:
-                from dt_eval.integrations.lmeval.textrun import run_lm_eval_task
+                await self._run_task(configs[name], lt, todo[name])
+            if lm_tasks:
+                self._ensure_config()  # lm-eval's records are appended by its own recorder
+                for name in lm_tasks:
+                    from dt_eval.integrations.lmeval.textrun import run_lm_eval_task
 
-                await run_lm_eval_task(self, name, done)
+                    await run_lm_eval_task(self, name, done)
             return self.finalize(configs, loaded)
         finally:
             # records still being built are finished generations: write them before the file closes
             # (on Ctrl-C the ones not started yet are dropped, and generated again on resume)
             self._record_workers.shutdown(wait=True)
             self.rundir.close()
-            await self.backend.aclose()
+            if self.backend is not None:
+                await self.backend.aclose()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _ensure_config(self) -> None:
+        """Write config.json (once) before the first record: a run directory's samples always come
+        with the config they were made with. Called from the record workers and the loop."""
+        with self._config_lock:
+            if not self._config_written:
+                self.rundir.write_config(self._config(self._loaded, self._previous))
+                self._config_written = True
+
     def finalize(self, configs: dict[str, TaskConfig], loaded: dict[str, LoadedTask]) -> RunResults:
+        from dt_eval.scoring.aggregate import compute_run_results
+
+        self._ensure_config()  # a run with nothing pending still records this invocation's settings
         records, _ = self.rundir.load_samples()
         results = compute_run_results(self.rundir.read_config(), latest_by_key(records).values())
         self.rundir.write_results(results)
@@ -210,8 +257,7 @@ class Runner:
                     todo.append((idx, item, r))
         return todo
 
-    async def _run_task(self, cfg: TaskConfig, lt: LoadedTask, done: dict[str, SampleRecord]) -> None:
-        todo = self._pending(cfg, lt, done)
+    async def _run_task(self, cfg: TaskConfig, lt: LoadedTask, todo: list[tuple[int, Item, int]]) -> None:
         total = len(lt.items) * self.opts.repeats
         if not todo:
             self.say(f"{cfg.name}: all {total} samples already done")
@@ -250,11 +296,18 @@ class Runner:
                 gate.release()
 
         tasks = []
+        reports = hasattr(self.backend, "on_generated")  # a batched local backend: per sample, mid-batch
         with progress:
-            for start in range(0, len(todo), chunk):
-                await gate.acquire()
-                tasks.append(asyncio.create_task(one_chunk(todo[start:start + chunk])))
-            await asyncio.gather(*tasks)
+            if reports:
+                self.backend.on_generated = progress.generated
+            try:
+                for start in range(0, len(todo), chunk):
+                    await gate.acquire()
+                    tasks.append(asyncio.create_task(one_chunk(todo[start:start + chunk])))
+                await asyncio.gather(*tasks)
+            finally:
+                if reports:
+                    self.backend.on_generated = None
 
     async def _prepare(self, cfg: TaskConfig, idx: int, item: Item, repeat: int):
         """(request, warnings, None), or (None, warnings, error) when this item cannot be asked."""
@@ -303,12 +356,16 @@ class Runner:
         loop = asyncio.get_running_loop()
         record = await loop.run_in_executor(self._record_workers, self._write_record,
                                             cfg, idx, item, repeat, gen, warnings)
-        progress.advance(error=bool(record.error), correct=bool(record.correct))
+        progress.advance(error=bool(record.error), correct=bool(record.correct), key=gen.key)
 
     def _write_record(self, cfg: TaskConfig, idx: int, item: Item, repeat: int, gen: Generation,
                       warnings: list[str]) -> SampleRecord:
         """Build and append one sample record (on a worker thread). A record that cannot be
         built or encoded becomes that sample's error record; a failing run directory stops the run."""
+        from dt_eval.pipeline.records import sample_record
+        from dt_eval.records import SampleRecord
+
+        self._ensure_config()
         try:
             record = sample_record(cfg, idx, item, repeat, gen, warnings, self.opts.prompt)
             self.rundir.append([record])
@@ -324,17 +381,41 @@ class Runner:
 
 
 class _Progress:
-    """A rich progress bar: done / total, errors, accuracy so far, throughput and ETA."""
+    """A rich progress bar: done / total, errors, accuracy so far, throughput and ETA.
+
+    A sample counts as done when its generation is complete: a batched local backend reports each
+    sample the moment it ends (`generated`, from its worker thread), not when the whole batch
+    returns; others when the record is written (`advance`). The bar appears a moment after the
+    task starts (rich loads while the first requests are on their way) or with the first done
+    sample, whichever is first; a task that ends sooner shows it once, finished."""
+
+    START_AFTER_S = 0.1
 
     def __init__(self, task: str, total: int, done: int, enabled: bool = True):
-        self.task, self.total, self.done = task, total, done
-        self.errors = self.correct = self.new = 0
+        self.task, self.total, self.before = task, total, done
+        self.counted: set[str] = set()  # keys done in this invocation
+        self.errors = self.correct = self.new = 0  # over the records written in this invocation
         self.enabled = enabled
-        self._progress = None
-        self._id = None
+        self._progress: Any = None
+        self._id: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.RLock()  # updates come from the loop and from backend worker threads
+        self._t0 = time.monotonic()
+
+    @property
+    def done(self) -> int:
+        return self.before + len(self.counted)
 
     def __enter__(self) -> _Progress:
+        self._t0 = time.monotonic()
         if self.enabled:
+            self._timer = asyncio.get_running_loop().call_later(self.START_AFTER_S, self.start)
+        return self
+
+    def start(self) -> None:
+        with self._lock:
+            if not self.enabled or self._progress is not None:
+                return
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -349,21 +430,40 @@ class _Progress:
                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 transient=False,
             )
-            self._progress.__enter__()
-            self._id = self._progress.add_task(self.task, total=self.total, completed=self.done, stats="")
-        self._t0 = time.monotonic()
-        return self
+            self._progress.start()
+            self._id = self._progress.add_task(self.task, total=self.total, completed=self.before, stats="")
+            self._show()
 
-    def advance(self, error: bool, correct: bool) -> None:
-        self.done += 1
-        self.new += 1
-        self.errors += int(error)
-        self.correct += int(correct)
-        if self._progress is not None:
-            rate = self.new / max(time.monotonic() - self._t0, 1e-9)
-            stats = f"errors {self.errors} · acc {self.correct / self.new * 100:.1f}% · {rate:.2f}/s"
-            self._progress.update(self._id, completed=self.done, stats=stats)
+    def generated(self, key: str) -> None:
+        """`key`'s generation is complete (its record follows)."""
+        with self._lock:
+            self.counted.add(key)
+            self._show(start=True)
+
+    def advance(self, error: bool, correct: bool, key: str | None = None) -> None:
+        """A record was written."""
+        with self._lock:
+            self.counted.add(key if key is not None else f"#record-{self.new}")
+            self.new += 1
+            self.errors += int(error)
+            self.correct += int(correct)
+            self._show(start=True)
+
+    def _show(self, start: bool = False) -> None:
+        if self._progress is None:
+            if start and self.enabled:
+                self.start()  # calls _show again
+            return
+        rate = len(self.counted) / max(time.monotonic() - self._t0, 1e-9)
+        acc = f"{self.correct / self.new * 100:.1f}%" if self.new else "-"
+        self._progress.update(self._id, completed=self.done,
+                              stats=f"errors {self.errors} · acc {acc} · {rate:.2f}/s")
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            if self.enabled and self._progress is None and exc[0] is None:
+                self.start()  # a task shorter than START_AFTER_S: its final state, once
+            if self._progress is not None:
+                self._progress.stop()

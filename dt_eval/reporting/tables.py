@@ -48,7 +48,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"pass@{k}"] = f"{t[f'pass_at_{k}']:.2f}"
             row[f"maj@{k}"] = f"{t['majority_vote_accuracy']:.2f}"
         if t.get("cot"):  # reasoning scores (dt-eval rescore / run --cot)
-            from dt_eval.cli.reasoning import cot_columns
+            from dt_eval.reporting.cot_table import cot_columns
 
             row |= cot_columns(t["cot"])
         if not t.get("complete", True):

@@ -20,13 +20,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from dt_eval.errors import DtEvalError
-from dt_eval.records import RunConfig, RunResults, SampleRecord
 from dt_eval.util.locks import HeldLock, try_lock
+
+if TYPE_CHECKING:  # the typed records (pydantic) load only when there is something to type
+    from dt_eval.records import RunConfig, RunResults, SampleRecord
 
 SAMPLES = "samples.jsonl"
 CONFIG = "config.json"
@@ -76,6 +76,12 @@ class SamplesScan:
 
     def typed(self, file: Path) -> list[SampleRecord]:
         """The records as SampleRecords; a line whose fields have the wrong types is named."""
+        if not self.records:
+            return []
+        from pydantic import ValidationError
+
+        from dt_eval.records import SampleRecord
+
         out = []
         for rec, lineno in zip(self.records, self.line_numbers):
             try:
@@ -182,6 +188,19 @@ class RunDir:
             self._lock.release()
             self._lock = None
 
+    def remove_if_empty(self) -> None:
+        """Remove the (closed) directory when it holds nothing but what `open` made: no samples, no
+        config. A run that could not start leaves no directory behind."""
+        samples = self.path / SAMPLES
+        if (self.path / CONFIG).exists() or (samples.exists() and samples.stat().st_size):
+            return
+        for name in (SAMPLES, LOCK):
+            (self.path / name).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # something else is in it
+            pass
+
     def __enter__(self) -> RunDir:
         self.open()
         return self
@@ -198,6 +217,10 @@ class RunDir:
         """config.json, or None when the run has none yet."""
         if not self.config_path.exists():
             return None
+        from pydantic import ValidationError
+
+        from dt_eval.records import RunConfig
+
         try:
             return RunConfig.model_validate(json.loads(self.config_path.read_text(encoding="utf-8")))
         except (ValueError, ValidationError) as e:  # ValidationError is a ValueError; named for the reader
@@ -273,5 +296,5 @@ def latest_by_key(records: Iterable[Any]) -> dict[str, Any]:
     """The last record written for each key wins (a --retry-errors redo supersedes the error)."""
     out: dict[str, Any] = {}
     for rec in records:
-        out[rec.key if isinstance(rec, SampleRecord) else rec["key"]] = rec
+        out[rec["key"] if isinstance(rec, Mapping) else rec.key] = rec
     return out

@@ -14,24 +14,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+import msgspec
 
 from dt_eval.errors import DtEvalError
 from dt_eval.util.resources import resource_paths
+from dt_eval.util.schema import Schema, SchemaError
 
 
-class Breakdown(BaseModel):
+class Breakdown(Schema, kw_only=True):
     """One official breakdown table: accuracy grouped by a metadata field."""
 
-    model_config = ConfigDict(extra="forbid")
     field: str
     title: str
     # Fixed keys, printed in this order even when empty (as the official scripts do).
@@ -41,43 +33,38 @@ class Breakdown(BaseModel):
     leaderboard: str | None = None
 
 
-class Family(BaseModel):
+class Family(Schema, kw_only=True):
     """The benchmark a task belongs to: its tasks share one leaderboard column (e.g. two releases
     of one metadata file, told apart there by their sha256)."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str  # the column key; published.yaml scores name it
     title: str | None = None  # column heading (default: the name)
     rank: int | None = None  # column order, lower first; unranked families follow, first seen first
 
 
-class LocalSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LocalSource(Schema, kw_only=True):
     metadata: str  # file name inside the data directory, as the benchmark ships it
     format: Literal["json", "jsonl", "auto", "parquet"] = "auto"
     audio_field: str  # record field holding the audio path, relative to the data directory
 
 
-class HubSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HubSource(Schema, kw_only=True):
     dataset: str
     split: str
     config: str | None = None
     audio_column: str = "audio"
 
 
-class DataSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DataSource(Schema, kw_only=True):
     local: LocalSource | None = None
     hub: HubSource | None = None
     default_dir_env: str | None = None  # env var users may set instead of --data-dir
     expected_items: int | None = None
     # sha256 of metadata files we know, with a human label; runs on other files get a warning.
-    known_sha256: dict[str, str] = Field(default_factory=dict)
+    known_sha256: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class Fields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Fields(Schema, kw_only=True):
     id: str = "id"
     question: str = "question"
     choices: str | None = "choices"  # a list-valued field ...
@@ -86,8 +73,7 @@ class Fields(BaseModel):
     reference_thinking: str | None = None
 
 
-class PromptSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PromptSpec(Schema, kw_only=True):
     # Python str.format template; fields: question, options (rendered), and any raw record key.
     template: str = "{question}\n\nOptions:\n{options}\n\n{instruction}"
     option_format: str = "({label}) {text}"
@@ -96,10 +82,9 @@ class PromptSpec(BaseModel):
     system: str | None = None
 
 
-class TaskConfig(BaseModel):
+class TaskConfig(Schema, kw_only=True):
     """Everything dt-eval needs to know about a benchmark. Loaded from `tasks/<name>.yaml`."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str
     description: str
     version: str
@@ -120,25 +105,19 @@ class TaskConfig(BaseModel):
     answers_available: bool = True  # False: answers hidden (export only)
     metric: str = "accuracy"
     data: DataSource
-    fields: Fields = Field(default_factory=Fields)
-    breakdowns: list[Breakdown] = Field(default_factory=list)
-    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    fields: Fields = msgspec.field(default_factory=Fields)
+    breakdowns: list[Breakdown] = msgspec.field(default_factory=list)
+    prompt: PromptSpec = msgspec.field(default_factory=PromptSpec)
     # Extra keys an export submission carries (MMAR-Rubrics adds thinking_prediction).
-    export_formats: list[str] = Field(default_factory=lambda: ["official"])
+    export_formats: list[str] = msgspec.field(default_factory=lambda: ["official"])
     # Reference reasoning chains for the hybrid reward (`dt-eval refs build`): a dt-eval-refs
     # JSONL file; a relative path resolves against the task's data directory.
     references: str | None = None
 
-    @field_validator("scorer")
-    @classmethod
-    def _known_scorer(cls, v: str) -> str:
+    def __post_init__(self) -> None:
         from dt_eval.scoring.registry import get_scorer
 
-        get_scorer(v)  # UnknownScorerError (a ValueError) lists the registered ones
-        return v
-
-    @model_validator(mode="after")
-    def _defaults(self) -> TaskConfig:
+        scorer = get_scorer(self.scorer)  # UnknownScorerError (a ValueError) lists the registered ones
         if self.title is None:
             self.title = self.name
         if self.family is None:
@@ -146,10 +125,7 @@ class TaskConfig(BaseModel):
         elif self.family.title is None:
             self.family.title = self.family.name
         if self.submission_reader is None:
-            from dt_eval.scoring.registry import get_scorer
-
-            self.submission_reader = get_scorer(self.scorer).submission_reader
-        return self
+            self.submission_reader = scorer.submission_reader
 
     @property
     def group_fields(self) -> list[str]:
@@ -236,12 +212,16 @@ def load_task(name_or_path: str) -> TaskConfig:
 
 @lru_cache(maxsize=None)
 def _parse(path: Path) -> TaskConfig:
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
+    from dt_eval.util.yamlfile import load_yaml
+
+    try:
+        raw = load_yaml(path)
+    except ValueError as e:  # not YAML
+        raise TaskConfigError(f"{path}: not a valid task config: {e}") from None
     try:
         cfg = TaskConfig.model_validate(raw)
-    except ValidationError as e:
-        raise TaskConfigError(f"{path}: not a valid task config:\n{e}") from None
+    except SchemaError as e:
+        raise TaskConfigError(f"{path}: not a valid task config: {e}") from None
     if cfg.name != path.stem:
         raise TaskConfigError(f"{path}: task name {cfg.name!r} must match the file name {path.stem!r}")
     return cfg
@@ -272,5 +252,5 @@ def run_task_config(name: str, run_config: Any) -> TaskConfig:
 def _from_record(text: str) -> TaskConfig:
     try:
         return TaskConfig.model_validate(json.loads(text))
-    except ValidationError as e:
-        raise TaskConfigError(f"the run's recorded task config does not validate:\n{e}") from None
+    except SchemaError as e:
+        raise TaskConfigError(f"the run's recorded task config does not validate: {e}") from None

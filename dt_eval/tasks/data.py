@@ -129,6 +129,7 @@ def _load_local(cfg: TaskConfig, root: Path) -> LoadedTask:
     else:
         records = _read_metadata_file(meta, cfg)
         sha = sha256_file(meta)
+    base = base.resolve()  # once here, not per clip (a thousand realpath walks show in start-up time)
     items = [item_from_record(cfg, rec, i, base) for i, rec in enumerate(records)]
     return LoadedTask(cfg, items, str(meta), sha, cfg.data.known_sha256.get(sha))
 
@@ -284,7 +285,9 @@ def _audio_ref(cfg: TaskConfig, rec: dict[str, Any], base: Path | None) -> Audio
         value = value.get("path")
     if not value:
         return None
-    path = Path(str(value))
-    if not path.is_absolute() and base is not None:
-        path = (base / path).resolve()
-    return AudioRef(path=str(path))
+    path = str(value)
+    if base is not None and not os.path.isabs(path):
+        # `base` comes resolved (symlinks followed, once per file): normalising the joined path is
+        # enough here, with no filesystem walk per clip
+        path = os.path.abspath(os.path.join(base, path))
+    return AudioRef(path=path)

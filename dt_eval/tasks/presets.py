@@ -7,7 +7,7 @@ A preset holds what one model family needs, for both halves of dt-eval:
 * `dt-eval run` -- how to prompt and sample (`audio`, `thinking`, `generation`, `system_prompt`).
 
 Every value in the files cites where it comes from; values nobody published are marked
-`# unconfirmed` there. Light module: pydantic + pyyaml only.
+`# unconfirmed` there. Light module: msgspec schemas; PyYAML loads when a file is read.
 """
 
 from __future__ import annotations
@@ -15,25 +15,25 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import msgspec
+from msgspec import Meta
 
 from dt_eval.errors import DtEvalError
 from dt_eval.util.resources import resource_paths
+from dt_eval.util.schema import Schema, SchemaError
 
 
-class AudioSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AudioSpec(Schema, kw_only=True):
     sampling_rate: int = 16000  # Hz the family's feature extractor expects
     # Seconds of audio one item can carry before the processor truncates it; None = no cap
     # (long audio is split into windows by the model's own front end, not cut).
     window_s: float | None = None
-    max_items_per_prompt: int = Field(1, ge=1)  # what `--limit-mm-per-prompt` allows
+    max_items_per_prompt: Annotated[int, Meta(ge=1)] = 1  # what `--limit-mm-per-prompt` allows
 
 
-class ThinkingSpec(BaseModel):
+class ThinkingSpec(Schema, kw_only=True):
     """How this family is made to reason.
 
     native: the model reasons by itself (`<think>...</think>`); `chat_template_kwargs_on/off`
@@ -41,46 +41,41 @@ class ThinkingSpec(BaseModel):
     appends `prompt_instruction` to the question. none: the family is never asked to reason.
     """
 
-    model_config = ConfigDict(extra="forbid")
     mode: Literal["none", "native", "prompted"]
-    chat_template_kwargs_on: dict[str, Any] = Field(default_factory=dict)
-    chat_template_kwargs_off: dict[str, Any] = Field(default_factory=dict)
+    chat_template_kwargs_on: dict[str, Any] = msgspec.field(default_factory=dict)
+    chat_template_kwargs_off: dict[str, Any] = msgspec.field(default_factory=dict)
     prompt_instruction: str | None = None
     # A native thinker without an off switch (a thinking-only checkpoint): "--thinking off"
     # cannot stop it reasoning.
     always_on: bool = False
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "ThinkingSpec":
+    def __post_init__(self) -> None:
         if self.mode == "prompted" and not (self.prompt_instruction or "").strip():
             raise ValueError("thinking.mode 'prompted' needs a prompt_instruction")
         if self.mode != "prompted" and self.prompt_instruction:
             raise ValueError("thinking.prompt_instruction is only used with mode 'prompted'")
         if self.always_on and self.mode != "native":
             raise ValueError("thinking.always_on only makes sense with mode 'native'")
-        return self
 
 
-class GenerationSpec(BaseModel):
+class GenerationSpec(Schema, kw_only=True):
     """The family's published decoding defaults. None = not published: leave to the server."""
 
-    model_config = ConfigDict(extra="forbid")
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: Annotated[float, Meta(ge=0)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
     top_k: int | None = None  # -1 / None: disabled
-    repetition_penalty: float | None = Field(None, gt=0)
-    max_tokens: int | None = Field(None, ge=1)
+    repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
 
 
-class VllmSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VllmSpec(Schema, kw_only=True):
     supported: bool  # the architecture is in mainline vLLM
     min_version: str | None = None  # first vLLM release known to serve it; None = unknown
     reasoning_parser: str | None = None  # `--reasoning-parser` name (vllm/reasoning/__init__.py)
     dtype: str = "bfloat16"
-    max_model_len: int | None = Field(None, ge=1)
-    args: list[str] = Field(default_factory=list)  # extra `vllm serve` flags, already split
-    env: dict[str, str] = Field(default_factory=dict)
+    max_model_len: Annotated[int, Meta(ge=1)] | None = None
+    args: list[str] = msgspec.field(default_factory=list)  # extra `vllm serve` flags, already split
+    env: dict[str, str] = msgspec.field(default_factory=dict)
     notes: str = ""
 
     def serve_args(self, *, tensor_parallel_size: int | None = None,
@@ -98,23 +93,21 @@ class VllmSpec(BaseModel):
         return out + list(self.args) + list(extra or [])
 
 
-class Preset(BaseModel):
+class Preset(Schema, kw_only=True):
     """Everything dt-eval knows about one model family. Loaded from `serve/presets/<family>.yaml`."""
 
-    model_config = ConfigDict(extra="forbid")
     family: str
     description: str
     # Lowercase substrings of hub ids / local paths / config.json model_type or architectures.
-    match: list[str] = Field(min_length=1)
-    sources: list[str] = Field(default_factory=list)
-    audio: AudioSpec = Field(default_factory=AudioSpec)
+    match: Annotated[list[str], Meta(min_length=1)]
+    sources: list[str] = msgspec.field(default_factory=list)
+    audio: AudioSpec = msgspec.field(default_factory=AudioSpec)
     thinking: ThinkingSpec
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    generation: GenerationSpec = msgspec.field(default_factory=GenerationSpec)
     system_prompt: str | None = None
     vllm: VllmSpec
 
-    @model_validator(mode="after")
-    def _check(self) -> "Preset":
+    def __post_init__(self) -> None:
         bad = [m for m in self.match if m != m.lower() or not m.strip()]
         if bad:
             raise ValueError(f"match entries must be non-empty lowercase strings: {bad}")
@@ -126,14 +119,17 @@ class Preset(BaseModel):
                 limits = json.loads(self.vllm.args[i + 1])
             except (IndexError, json.JSONDecodeError) as e:
                 raise ValueError(f"--limit-mm-per-prompt needs a JSON object after it: {e}") from None
-            if limits.get("audio", 0) < self.audio.max_items_per_prompt:
+            if not isinstance(limits, dict) or limits.get("audio", 0) < self.audio.max_items_per_prompt:
                 raise ValueError("--limit-mm-per-prompt allows fewer audios than audio.max_items_per_prompt")
-        return self
 
 
 class UnknownPresetError(DtEvalError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+class PresetError(DtEvalError, ValueError):
+    """A preset YAML that does not validate (the message names the file and the field)."""
 
 
 def preset_dirs() -> list[Path]:
@@ -170,11 +166,14 @@ def load_preset(name_or_path: str) -> Preset:
 
 @lru_cache(maxsize=None)
 def _parse(path: Path) -> Preset:
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
-    preset = Preset.model_validate(raw)
+    from dt_eval.util.yamlfile import load_yaml
+
+    try:
+        preset = Preset.model_validate(load_yaml(path))
+    except (SchemaError, ValueError) as e:
+        raise PresetError(f"{path}: not a valid model preset: {e}") from None
     if preset.family != path.stem:
-        raise ValueError(f"{path}: family {preset.family!r} must match the file name {path.stem!r}")
+        raise PresetError(f"{path}: family {preset.family!r} must match the file name {path.stem!r}")
     return preset
 
 

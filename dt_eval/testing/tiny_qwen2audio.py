@@ -282,17 +282,25 @@ def check_checkpoint_keys(model_dir: str | Path, fix: bool = True) -> list[str]:
     return bad
 
 
+def say(message: str) -> None:
+    """One progress line on stderr: building takes a while (about a minute for the deterministic
+    variant on a laptop CPU) and should never look stuck."""
+    print(f"[tiny_qwen2audio] {message}", file=sys.stderr, flush=True)
+
+
 def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Build a random tiny Qwen2-Audio (model + processor) into ``out_dir``; returns it.
 
     Text model: Qwen2, hidden 128, 4 heads x head_dim 32 (2 KV heads), 2 layers. Audio
     encoder: d_model 64, 2 layers, 128 mel bins. ~0.6 M parameters, float32.
     """
+    say("building a random tiny Qwen2-Audio: loading torch and transformers ...")
     import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    say("building the tokenizer and processor ...")
     processor = _build_processor()
     tok = processor.tokenizer
     cfg = Qwen2AudioConfig(
@@ -304,6 +312,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     cfg.text_config.pad_token_id = tok.pad_token_id
     cfg.text_config.bos_token_id = None
     torch.manual_seed(seed)
+    say("initialising the model (~0.6 M parameters) ...")
     model = Qwen2AudioForConditionalGeneration(cfg).eval()
     gen = model.generation_config
     gen.eos_token_id = tok.eos_token_id
@@ -314,8 +323,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     processor.save_pretrained(out)
     fixed = check_checkpoint_keys(out, fix=True)
     if fixed:
-        print(f"[tiny_qwen2audio] renamed {len(fixed)} nested checkpoint keys for vLLM",
-              file=sys.stderr)
+        say(f"renamed {len(fixed)} nested checkpoint keys for vLLM")
+    say(f"random tiny model saved to {out}")
     return out
 
 
@@ -599,6 +608,7 @@ def make_deterministic(
 
     src, dst = Path(src), Path(dst)
     torch.manual_seed(seed)
+    say(f"making it deterministic: hand-set pitch-contour audio encoder, then {steps} fine-tuning steps")
     processor = AutoProcessor.from_pretrained(src)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(src, dtype=torch.float32)
     install_pitch_contour_encoder(model)
@@ -608,9 +618,9 @@ def make_deterministic(
     audio_id = model.config.audio_token_id
 
     t0 = time.perf_counter()
+    say(f"encoding {n_clips} synthetic pitch sweeps into {n_train} training examples ...")
     data = _make_examples(model, processor, n_clips, n_train, seed=seed + 1)
-    if verbose:
-        print(f"{n_clips} clips encoded in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    say(f"{n_clips} clips encoded in {time.perf_counter() - t0:.1f} s; fine-tuning on the CPU ...")
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -632,13 +642,14 @@ def make_deterministic(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if verbose and (step % 25 == 0 or step == steps - 1):
-            print(f"step {step:4d} loss {loss.item():.4f} "
-                  f"decision acc {sum(accs[-25:]) / len(accs[-25:]):.2f} "
-                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        if (step + 1) % 25 == 0 or step == steps - 1:
+            detail = (f" (loss {loss.item():.4f}, decision acc {sum(accs[-25:]) / len(accs[-25:]):.2f})"
+                      if verbose else "")
+            say(f"fine-tuning: step {step + 1}/{steps}, {time.perf_counter() - t0:.0f} s{detail}")
     model.eval()
 
     if verify:
+        say("checking greedy answers on fresh sweeps ...")
         rng = np.random.default_rng(seed + 10_000)
         questions = ("Is the pitch rising or falling?", "What happens to the tone?",
                      "Pick one. (A) rising (B) falling")
@@ -652,8 +663,7 @@ def make_deterministic(
             got = greedy_generate(model, processor, audio, questions[i % 3], system)
             if got != TARGETS[direction] + EOS_TOKEN:
                 failures.append((direction, p, got))
-        if verbose:
-            print(f"verify: {n_check - len(failures)}/{n_check} exact", file=sys.stderr)
+        say(f"check: {n_check - len(failures)}/{n_check} exact")
         if failures:
             raise RuntimeError(f"deterministic fine-tune did not converge: {failures}")
 
@@ -661,6 +671,7 @@ def make_deterministic(
     model.save_pretrained(dst)
     processor.save_pretrained(dst)
     check_checkpoint_keys(dst, fix=True)
+    say(f"deterministic tiny model saved to {dst}")
     return dst
 
 
@@ -702,8 +713,11 @@ def cached_tiny_model(deterministic: bool = True) -> Path:
     final = base / ("deterministic" if deterministic else "random")
     if (final / "config.json").exists():
         return final
+    say(f"no cached {final.name} tiny model for this code and these library versions: building it "
+        f"into {base} (once; other processes wait for it)")
     with wait_lock(base.parent / f"{base.name}.lock"):  # waits while another process builds
         if (final / "config.json").exists():  # built by another process meanwhile
+            say(f"built by another process: {final}")
             return final
         base.mkdir(parents=True, exist_ok=True)
         for stale in base.glob(".build-*"):  # left by a killed build; we hold the lock
@@ -728,7 +742,7 @@ def _make_deterministic_with_retry(src: Path, dst: Path) -> Path:
     try:
         return make_deterministic(src, dst)
     except RuntimeError as exc:
-        print(f"[tiny_qwen2audio] retrying fine-tune: {exc}"[:500], file=sys.stderr)
+        say(f"retrying the fine-tune with another seed and twice the steps: {exc}"[:500])
         shutil.rmtree(dst, ignore_errors=True)
         return make_deterministic(src, dst, steps=200, seed=1)
 

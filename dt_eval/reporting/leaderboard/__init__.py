@@ -5,6 +5,6 @@ JSON, a static HTML page and plots, and verifiable against the runs' samples.jso
     dt-eval leaderboard verify site/
 
 Submodules: `build` (runs -> rows), `published` (published.yaml), `render` (outputs),
-`verify` (recompute and compare), `cli` (the typer sub-app). Importing this package imports
-none of them (and never matplotlib).
+`verify` (recompute and compare); the commands live in dt_eval/cli/leaderboard.py. Importing
+this package imports none of them (and never matplotlib).
 """
