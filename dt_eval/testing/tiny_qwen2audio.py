@@ -736,15 +736,17 @@ def cached_tiny_model(deterministic: bool = True) -> Path:
     return final
 
 
-def _make_deterministic_with_retry(src: Path, dst: Path) -> Path:
-    """:func:`make_deterministic`, retried once (other seed, twice the steps) if the
-    verification fails, so a cache build does not hinge on one unlucky run."""
+def _make_deterministic_with_retry(src: Path, dst: Path, seed: int = 0, steps: int | None = None,
+                                   verbose: bool = False) -> Path:
+    """:func:`make_deterministic`, retried once (the next seed, twice the steps) if the
+    verification fails, so a build does not hinge on one unlucky run."""
+    kw = {} if steps is None else {"steps": steps}
     try:
-        return make_deterministic(src, dst)
+        return make_deterministic(src, dst, seed=seed, verbose=verbose, **kw)
     except RuntimeError as exc:
         say(f"retrying the fine-tune with another seed and twice the steps: {exc}"[:500])
         shutil.rmtree(dst, ignore_errors=True)
-        return make_deterministic(src, dst, steps=200, seed=1)
+        return make_deterministic(src, dst, steps=2 * (steps or 100), seed=seed + 1, verbose=verbose)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -772,8 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.verbose:
                 print(f"build: {took(t0, c0)}", file=sys.stderr)
             t1, c1 = time.perf_counter(), time.process_time()
-            kw = {} if args.steps is None else {"steps": args.steps}
-            make_deterministic(src, args.out_dir, seed=args.seed, verbose=args.verbose, **kw)
+            _make_deterministic_with_retry(src, args.out_dir, seed=args.seed, steps=args.steps, verbose=args.verbose)
             if args.verbose:
                 print(f"fine-tune: {took(t1, c1)}", file=sys.stderr)
     else:
