@@ -5,14 +5,14 @@ reasoning-quality scores, from the `dt-eval` command or from Python:
 
     import dt_eval
 
-    res = dt_eval.evaluate("mmau", "Qwen/Qwen2-Audio-7B-Instruct", base_urls="http://127.0.0.1:8000/v1",
-                           data_dirs={"mmau": "/data/MMAU"}, output="runs/qwen2-audio")
+    res = dt_eval.evaluate("mmau", "Qwen/Qwen3-Omni-30B-A3B-Thinking", base_urls="http://127.0.0.1:8000/v1",
+                           data_dirs={"mmau": "/data/MMAU"}, output="runs/q3o-thinking")
     res.tasks["mmau"].accuracy           # percent; .official_raw, .breakdowns, .errors, .unparsed ...
     res.samples                          # typed SampleRecords
 
-    dt_eval.load_run("runs/qwen2-audio")                  # recomputed from samples.jsonl
+    dt_eval.load_run("runs/q3o-thinking")                  # recomputed from samples.jsonl
     dt_eval.score_file("mmau", "predictions.json")        # as the official script scores it
-    dt_eval.rescore("runs/qwen2-audio", cot="format")     # reasoning scores, no re-inference
+    dt_eval.rescore("runs/q3o-thinking", cot="format")     # reasoning scores, no re-inference
     res.tasks["mmau"].accuracy_ci        # 95% CI (Wilson) and .stderr, percent
     dt_eval.compare_runs(["runs/a", "runs/b"])            # paired: diff with CI, p, flips
 
@@ -29,7 +29,7 @@ running event loop (a notebook cell). Errors dt-eval raises for bad input derive
 Attributes load on first use, so `import dt_eval` stays cheap.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
