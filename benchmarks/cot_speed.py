@@ -78,19 +78,6 @@ def bench_embedding(recs: list[dict]) -> list[tuple[str, str]]:
     ]
 
 
-def start_fake_server(delay: float):
-    from dt_eval.serving.procs import ServerProcess
-
-    proc = ServerProcess([sys.executable, str(ROOT / "tests/fault_server.py"), "--delay", str(delay)],
-                         name="the fake judge server", ready_prefix="PORT ")
-    try:
-        port = int(proc.wait_ready(60))
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, f"http://127.0.0.1:{port}/v1"
-
-
 async def judge_run(url: str, concurrency: int, n: int, delay: float) -> tuple[float, int]:
     from dt_eval.reasoning.judge import JudgeCall, JudgeClient, JudgeConfig
 
@@ -109,7 +96,9 @@ async def judge_run(url: str, concurrency: int, n: int, delay: float) -> tuple[f
 
 
 def bench_judge(delay: float, n: int, n_c1: int) -> list[tuple[str, str]]:
-    proc, url = start_fake_server(delay)
+    from run_overhead import start_server  # the same fault server, started the same way
+
+    proc, url = start_server(delay)
     rows = []
     try:
         for c in (1, 16, 64):

@@ -390,15 +390,8 @@ DEFINITIONS = {
 
 
 def _write(result: dict[str, Any], out: Path, plots: bool) -> dict[str, Any]:
+    from dt_eval.analyze.outputs import write_outputs
+    from dt_eval.analyze.plots import gating_figures
     from dt_eval.analyze.tables import gating_markdown
 
-    (out / "gating.md").write_text(gating_markdown(result), encoding="utf-8")
-    if plots:
-        try:
-            from dt_eval.analyze.plots import gating_figures
-
-            result["figures"] = gating_figures(result, out)
-        except ImportError as e:
-            result["notes"].append(f"no plots: {e} (pip install 'dt-eval[leaderboard]')")
-    (out / "gating.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return result
+    return write_outputs(result, out, "gating", gating_markdown, gating_figures, plots)

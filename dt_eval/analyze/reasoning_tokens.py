@@ -374,15 +374,8 @@ def tokens(runs: Sequence[str | Path], steps: Sequence[int] | None = None, *, ou
 
 
 def _write(result: dict[str, Any], out: Path, plots: bool) -> None:
+    from dt_eval.analyze.outputs import write_outputs
+    from dt_eval.analyze.plots import tokens_figures
     from dt_eval.analyze.tables import tokens_markdown
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tokens.md").write_text(tokens_markdown(result), encoding="utf-8")
-    if plots:
-        try:
-            from dt_eval.analyze.plots import tokens_figures
-
-            result["figures"] = tokens_figures(result, out)
-        except ImportError as e:
-            result["notes"].append(f"no plots: {e} (pip install 'dt-eval[leaderboard]')")
-    (out / "tokens.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_outputs(result, out, "tokens", tokens_markdown, tokens_figures, plots)
