@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dt_eval.reasoning.judge import (
-    JudgeCall,
     JudgeClient,
     JudgeParseError,
     extract_json_object,
+    score_each,
 )
 from dt_eval.reasoning.templates import load_prompt
 from dt_eval.reasoning.types import CotInput, CotScore, render_options
@@ -50,24 +50,14 @@ def parse_reply(text: str) -> dict:
 
 async def score_batch(items: Sequence[CotInput], judge: JudgeClient) -> list[CotScore]:
     version = prompt_version()
-    out: list[CotScore | None] = [None] * len(items)
-    calls, where = [], []
-    for i, item in enumerate(items):
+
+    def settled(item: CotInput) -> CotScore | None:
         if not (item.reasoning or "").strip() or not (item.prediction or "").strip():
             what = "reasoning" if not (item.reasoning or "").strip() else "final answer"
-            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=0.0,
-                              components={"reason": f"no {what}: nothing to support"})
-            continue
-        calls.append(JudgeCall(item_id=item.id, prompt_version=version, messages=build_messages(item),
-                               parse=parse_reply))
-        where.append(i)
-    for i, res in zip(where, await judge.judge_many(calls)):
-        item = items[i]
-        if res.ok:
-            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=res.value["value"],
-                              components={"justification": res.value["justification"]}, raw=res.raw,
-                              judge_calls=res.calls, cached=res.cached)
-        else:
-            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=None, raw=res.raw, error=res.error,
-                              judge_calls=res.calls)
-    return [s for s in out if s is not None]
+            return CotScore(id=item.id, scorer=SCORER, version=version, value=0.0,
+                            components={"reason": f"no {what}: nothing to support"})
+        return None
+
+    return await score_each(items, judge, scorer=SCORER, version=version, messages=build_messages,
+                            parse=parse_reply, settled=settled,
+                            components=lambda r: {"justification": r["justification"]})

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from dt_eval.reasoning.judge import (
-    JudgeCall,
     JudgeClient,
     JudgeParseError,
     extract_json_object,
+    score_each,
     strict_int,
 )
 from dt_eval.reasoning.templates import load_prompt
@@ -65,27 +65,15 @@ def _unscored(item: CotInput, reason: str) -> CotScore:
 async def score_batch(items: Sequence[CotInput], judge: JudgeClient) -> list[CotScore]:
     """R_sim^LLM for each item (one judge call each, concurrently)."""
     version = prompt_version()
-    out: list[CotScore | None] = [None] * len(items)
-    calls, where = [], []
-    for i, item in enumerate(items):
+
+    def settled(item: CotInput) -> CotScore | None:
         if not (item.reference or "").strip():
-            out[i] = _unscored(item, "no reference chain")
-            continue
+            return _unscored(item, "no reference chain")
         if not (item.reasoning or "").strip():
-            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=0.0,
-                              components={"reason": "no reasoning: nothing to compare with the reference"})
-            continue
-        calls.append(JudgeCall(item_id=item.id, prompt_version=version, messages=build_messages(item),
-                               parse=parse_reply))
-        where.append(i)
-    for i, res in zip(where, await judge.judge_many(calls)):
-        item = items[i]
-        if res.ok:
-            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=res.value["value"],
-                              components={"dimensions": res.value["dimensions"],
-                                          "justification": res.value["justification"]},
-                              raw=res.raw, judge_calls=res.calls, cached=res.cached)
-        else:
-            out[i] = CotScore(id=item.id, scorer=SCORER, version=version, value=None, raw=res.raw, error=res.error,
-                              judge_calls=res.calls)
-    return [s for s in out if s is not None]
+            return CotScore(id=item.id, scorer=SCORER, version=version, value=0.0,
+                            components={"reason": "no reasoning: nothing to compare with the reference"})
+        return None
+
+    return await score_each(items, judge, scorer=SCORER, version=version, messages=build_messages,
+                            parse=parse_reply, settled=settled,
+                            components=lambda r: {"dimensions": r["dimensions"], "justification": r["justification"]})

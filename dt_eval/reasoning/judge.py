@@ -237,6 +237,30 @@ class JudgeClient:
         return list(await asyncio.gather(*(self.judge(c) for c in calls)))
 
 
+async def score_each(items: Sequence[Any], judge: JudgeClient, *, scorer: str, version: str,
+                     messages: Callable[[Any], list[dict[str, Any]]], parse: Callable[[str], Any],
+                     settled: Callable[[Any], Any], components: Callable[[dict[str, Any]], dict[str, Any]]
+                     ) -> list[Any]:
+    """One judge call per CotInput that `settled(item)` leaves open (it returns a CotScore for an
+    item decided without the judge, else None); a parsed reply {"value", ...} becomes a CotScore
+    with `components(reply)`, a failed one an unscored CotScore with the judge's error."""
+    from dt_eval.reasoning.types import CotScore
+
+    out: list[Any] = [settled(item) for item in items]
+    open_ = [i for i, s in enumerate(out) if s is None]
+    calls = [JudgeCall(item_id=items[i].id, prompt_version=version, messages=messages(items[i]), parse=parse)
+             for i in open_]
+    for i, res in zip(open_, await judge.judge_many(calls)):
+        if res.ok:
+            out[i] = CotScore(id=items[i].id, scorer=scorer, version=version, value=res.value["value"],
+                              components=components(res.value), raw=res.raw, judge_calls=res.calls,
+                              cached=res.cached)
+        else:
+            out[i] = CotScore(id=items[i].id, scorer=scorer, version=version, value=None, raw=res.raw,
+                              error=res.error, judge_calls=res.calls)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Shared parsing helpers
 
